@@ -115,14 +115,16 @@ def dtype_name(dtype: np.dtype[np.generic]) -> str:
     return name
 
 
-def _numpy_to_raw(value: np.ndarray[tuple[int, ...], np.dtype[np.generic]]) -> RawTensor:
+def _numpy_to_raw(
+    value: np.ndarray[tuple[int, ...], np.dtype[np.generic]],
+) -> RawTensor:
     name = dtype_name(value.dtype)
     if value.dtype.byteorder == ">" or (
         value.dtype.byteorder == "=" and sys.byteorder == "big"
     ):
         value = value.astype(value.dtype.newbyteorder("<"))
     contiguous = np.ascontiguousarray(value)
-    data = memoryview(contiguous.reshape(-1).view(np.uint8))
+    data = contiguous.reshape(-1).view(np.uint8).data
     return RawTensor(dtype=name, shape=tuple(int(d) for d in value.shape), data=data)
 
 
@@ -195,7 +197,9 @@ class _NumpyAdapter:
 
     def to_raw(self, value: object) -> RawTensor:
         if not isinstance(value, np.ndarray):
-            raise InvalidInputError(f"expected a NumPy array, got {type(value).__name__}")
+            raise InvalidInputError(
+                f"expected a NumPy array, got {type(value).__name__}"
+            )
         return _numpy_to_raw(value)
 
     def from_raw(self, raw: RawTensor) -> object:
@@ -203,4 +207,3 @@ class _NumpyAdapter:
 
 
 register_adapter(_NumpyAdapter())
-

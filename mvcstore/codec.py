@@ -64,21 +64,16 @@ _ENCODINGS: Final = (ENCODING_RAW, ENCODING_ZSTD)
 MAX_OBJECT_SIZE: Final = 1 << 36
 """Largest logical size a frame may declare (64 GiB); larger claims are corrupt."""
 
-_CANONICAL_NAN: Final = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000000))[0]
+_CANONICAL_NAN: Final[float] = struct.unpack(
+    "<d", struct.pack("<Q", 0x7FF8000000000000)
+)[0]
 _INT_MIN: Final = -(1 << 63)
 _INT_MAX: Final = (1 << 64) - 1
 _MIN_SAVING: Final = 0.97
 """Store compressed only when it saves at least 3 percent."""
 
 Value: TypeAlias = (
-    None
-    | bool
-    | int
-    | float
-    | str
-    | bytes
-    | Sequence["Value"]
-    | Mapping[str, "Value"]
+    None | bool | int | float | str | bytes | Sequence["Value"] | Mapping[str, "Value"]
 )
 """A value the canonical encoding accepts."""
 
@@ -188,7 +183,8 @@ def canonical(value: object) -> Value:
     item_method = getattr(value, "item", None)
     if callable(item_method) and getattr(value, "shape", None) == ():
         # NumPy and torch scalars: hash the Python number they hold
-        return canonical(item_method())
+        scalar: object = item_method()
+        return canonical(scalar)
     raise InvalidInputError(f"cannot encode a value of type {type(value).__name__}")
 
 
@@ -298,9 +294,9 @@ def frame(kind: str, payload: bytes | memoryview, *, level: int = 3) -> bytes:
     body: bytes | memoryview = payload
     encoding = ENCODING_RAW
     if level > 0 and size >= 64:
-        packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(
-            payload
-        )
+        packed = zstandard.ZstdCompressor(
+            level=level, write_content_size=True
+        ).compress(payload)
         if len(packed) < size * _MIN_SAVING:
             body, encoding = packed, ENCODING_ZSTD
     header = _FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, code, encoding, 0, size)

@@ -160,7 +160,9 @@ def parse_revision(text: str) -> Revision:
     cut = min((i for i, char in enumerate(text) if char in "~#"), default=len(text))
     base, rest = text[:cut], text[cut:]
     if not base:
-        raise InvalidInputError(f"revision {text!r} has no session, tag or id before {rest[:1]!r}")
+        raise InvalidInputError(
+            f"revision {text!r} has no session, tag or id before {rest[:1]!r}"
+        )
     if base != "HEAD" and not is_hex_prefix(base):
         try:
             check_name(base, what="revision")

@@ -145,7 +145,9 @@ def json_safe(value: object) -> object:
         return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
-    if isinstance(value, float) and (value != value or value in (float("inf"), -float("inf"))):
+    if isinstance(value, float) and (
+        value != value or value in (float("inf"), -float("inf"))
+    ):
         return str(value)
     return value
 
@@ -325,7 +327,9 @@ class Repo:
         return repo
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, durable: bool = True) -> Repo:
+    def open(
+        cls, path: str | os.PathLike[str] | None = None, *, durable: bool = True
+    ) -> Repo:
         """Open the repository at or above ``path`` (or ``MVC_DIR``, or cwd).
 
         Raises:
@@ -371,7 +375,9 @@ class Repo:
         return config
 
     @classmethod
-    def _open_local(cls, root: Path, config: Mapping[str, object], *, durable: bool) -> Repo:
+    def _open_local(
+        cls, root: Path, config: Mapping[str, object], *, durable: bool
+    ) -> Repo:
         db = SqliteDatabase(root / "index.sqlite", durable=durable)
         metrics = SqliteMetricsIndex(root / "metrics.sqlite", durable=durable)
         return cls(
@@ -418,7 +424,8 @@ class Repo:
         obj = self.get(oid)
         if not isinstance(obj, Epoch):
             raise CorruptObjectError(
-                oid.hex, f"expected an epoch, found a {obj.kind}",
+                oid.hex,
+                f"expected an epoch, found a {obj.kind}",
                 location=self.objects.describe(oid),
             )
         return replace(obj, id=oid)
@@ -449,13 +456,17 @@ class Repo:
         missing = [name for name in wanted if name not in obj.tensors]
         if missing:
             raise InvalidInputError(f"state {oid.short()} has no tensor {missing[0]!r}")
-        loaded = self._pool.map(lambda name: self._read_tensor(obj.tensors[name]), wanted)
+        loaded = self._pool.map(
+            lambda name: self._read_tensor(obj.tensors[name]), wanted
+        )
         return dict(zip(wanted, loaded, strict=True))
 
     def _read_tensor(self, oid: ObjectId) -> RawTensor:
         tensor = self.get(oid)
         if not isinstance(tensor, Tensor):
-            raise CorruptObjectError(oid.hex, f"expected a tensor, found a {tensor.kind}")
+            raise CorruptObjectError(
+                oid.hex, f"expected a tensor, found a {tensor.kind}"
+            )
         blob = self.get(tensor.data)
         if not isinstance(blob, Blob) or len(blob.data) != tensor.nbytes:
             raise CorruptObjectError(
@@ -463,7 +474,9 @@ class Repo:
                 f"tensor {oid.short()} needs {tensor.nbytes} bytes of data",
                 location=self.objects.describe(tensor.data),
             )
-        return RawTensor(dtype=tensor.dtype, shape=tensor.shape, data=memoryview(blob.data))
+        return RawTensor(
+            dtype=tensor.dtype, shape=tensor.shape, data=memoryview(blob.data)
+        )
 
     def write_state(self, tensors: Mapping[str, object]) -> ObjectId:
         """Store tensors (NumPy arrays, torch tensors or raw) as one state.
@@ -480,9 +493,13 @@ class Repo:
             raise InvalidInputError(
                 f"a state maps names to tensors, got {type(tensors).__name__}"
             )
-        items = [(_check_tensor_name(name), to_raw(value)) for name, value in tensors.items()]
+        items = [
+            (_check_tensor_name(name), to_raw(value)) for name, value in tensors.items()
+        ]
         ids = list(self._pool.map(self._write_tensor, [raw for _, raw in items]))
-        state = State(tensors={name: oid for (name, _), oid in zip(items, ids, strict=True)})
+        state = State(
+            tensors={name: oid for (name, _), oid in zip(items, ids, strict=True)}
+        )
         return put_object(self.objects, state, level=_META_LEVEL)
 
     def _write_tensor(self, raw: RawTensor) -> ObjectId:
@@ -490,7 +507,9 @@ class Repo:
         blob_id = hash_object("blob", data)
         if blob_id not in self.objects.has_many([blob_id]):
             self.objects.put_if_absent(blob_id, frame("blob", data, level=_DATA_LEVEL))
-        tensor = Tensor(dtype=raw.dtype, shape=raw.shape, data=blob_id, nbytes=data.nbytes)
+        tensor = Tensor(
+            dtype=raw.dtype, shape=raw.shape, data=blob_id, nbytes=data.nbytes
+        )
         return put_object(self.objects, tensor, level=0)
 
     def write_graph(self, graph: Graph | Mapping[str, object]) -> ObjectId:
@@ -514,7 +533,9 @@ class Repo:
 
     def sessions(self) -> list[tuple[str, ObjectId]]:
         """Return every session with its head epoch, by name."""
-        return [(short_name(ref), oid) for ref, oid in self.refs.iter_refs(SESSION_PREFIX)]
+        return [
+            (short_name(ref), oid) for ref, oid in self.refs.iter_refs(SESSION_PREFIX)
+        ]
 
     def tags(self) -> list[tuple[str, ObjectId]]:
         """Return every tag with its epoch, by name."""
@@ -574,7 +595,9 @@ class Repo:
             return candidates[0][1]
         if is_hex_prefix(base):
             return self._resolve_prefix(base, revision)
-        raise RevisionNotFoundError(revision, reason="no session, tag or epoch by that name")
+        raise RevisionNotFoundError(
+            revision, reason="no session, tag or epoch by that name"
+        )
 
     def _resolve_prefix(self, prefix: str, revision: str) -> ObjectId:
         found = self.index.find_prefix(prefix, limit=11)
@@ -643,7 +666,9 @@ class Repo:
         self.create_session(name, at=at)
         return self.session(name)
 
-    def create_session(self, name: str, *, at: str, message: str | None = None) -> ObjectId:
+    def create_session(
+        self, name: str, *, at: str, message: str | None = None
+    ) -> ObjectId:
         """Create session ``name`` pointing at revision ``at``.
 
         Returns:
@@ -737,7 +762,9 @@ class Repo:
         """Return the distinct epochs that sessions and tags point at."""
         return list(dict.fromkeys(oid for _, oid in self.refs.iter_refs("")))
 
-    def entries(self, heads: Sequence[ObjectId], *, limit: int | None = None) -> list[EpochEntry]:
+    def entries(
+        self, heads: Sequence[ObjectId], *, limit: int | None = None
+    ) -> list[EpochEntry]:
         """Return index entries reachable from ``heads``, newest first."""
         return list(lineage.log_order(self.index, heads, limit=limit))
 
@@ -755,7 +782,9 @@ class Repo:
         convert = (lambda raw: raw) if as_ == "raw" else adapter_for(as_).from_raw
         state: dict[str, object] = {}
         if epoch.state is not None:
-            state = {name: convert(raw) for name, raw in self.read_state(epoch.state).items()}
+            state = {
+                name: convert(raw) for name, raw in self.read_state(epoch.state).items()
+            }
         extra = {
             role: {name: convert(raw) for name, raw in self.read_state(oid).items()}
             for role, oid in epoch.extra.items()
@@ -815,7 +844,9 @@ class Repo:
         """Return the metric documents of a revision's view, by step then name."""
         uids = self.view_uids(revision)
         return list(
-            self.metrics_index.query(uids, names=names, min_step=min_step, max_step=max_step)
+            self.metrics_index.query(
+                uids, names=names, min_step=min_step, max_step=max_step
+            )
         )
 
     def metric_stats(
@@ -839,7 +870,9 @@ class Repo:
             report.objects += 1
             try:
                 framed = self.objects.get_framed(oid)
-                decoded = unframe(framed, object_id=oid, location=self.objects.describe(oid))
+                decoded = unframe(
+                    framed, object_id=oid, location=self.objects.describe(oid)
+                )
                 valid[oid] = decode_object(decoded.kind, decoded.payload, oid=oid)
             except (CorruptObjectError, ObjectNotFoundError) as exc:
                 bad[oid] = FsckProblem("corrupt", oid.hex, exc.message)
@@ -965,9 +998,14 @@ class Session:
         uid = self._ensure_open().uid
         now = time.time_ns()
         self.repo.metrics_index.add(
-            [MetricDoc(uid=uid, step=step, name=n, value=v, time_ns=now) for n, v in docs]
+            [
+                MetricDoc(uid=uid, step=step, name=n, value=v, time_ns=now)
+                for n, v in docs
+            ]
         )
-        self._last_step = step if self._last_step is None else max(self._last_step, step)
+        self._last_step = (
+            step if self._last_step is None else max(self._last_step, step)
+        )
 
     @staticmethod
     def _docs(step: int, values: Mapping[str, object]) -> list[tuple[str, float]]:
@@ -1018,7 +1056,9 @@ class Session:
 
         # check every input before writing anything
         summary = dict(self._docs(0, metrics or {}))
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        if step is not None and (
+            isinstance(step, bool) or not isinstance(step, int) or step < 0
+        ):
             raise InvalidInputError(f"step must be an integer >= 0, got {step!r}")
         if params is None:
             param_value: Mapping[str, Value] = parent.params if parent else {}
@@ -1033,13 +1073,19 @@ class Session:
 
         # objects first: a crash from here on leaves only unreferenced objects
         state_id = repo.write_state(state)
-        graph_id = repo.write_graph(graph) if graph is not None else (
-            parent.graph if parent else None
+        graph_id = (
+            repo.write_graph(graph)
+            if graph is not None
+            else (parent.graph if parent else None)
         )
-        extra_ids = {role: repo.write_state(tensors) for role, tensors in (extra or {}).items()}
+        extra_ids = {
+            role: repo.write_state(tensors) for role, tensors in (extra or {}).items()
+        }
         if step is None:
-            step = self._last_step if self._last_step is not None else (
-                parent.step if parent else 0
+            step = (
+                self._last_step
+                if self._last_step is not None
+                else (parent.step if parent else 0)
             )
         open_epoch = self._ensure_open() if summary else self._open
         uid = open_epoch.uid if open_epoch else uuid.uuid4().hex
@@ -1062,8 +1108,10 @@ class Session:
         if summary:
             now = time.time_ns()
             repo.metrics_index.add(
-                [MetricDoc(uid=uid, step=step, name=n, value=v, time_ns=now)
-                 for n, v in summary.items()]
+                [
+                    MetricDoc(uid=uid, step=step, name=n, value=v, time_ns=now)
+                    for n, v in summary.items()
+                ]
             )
         repo.objects.flush()
         repo.metrics_index.flush()
@@ -1074,14 +1122,17 @@ class Session:
             self.ref,
             old=self._base,
             new=epoch_id,
-            message=f"commit epoch {epoch.number}" + (f": {message}" if message else ""),
+            message=f"commit epoch {epoch.number}"
+            + (f": {message}" if message else ""),
         )
         if self._open is not None:
             repo.refs.clear_open_epoch(self.name, self._open.uid)
         self._open = None
         self._last_step = None
         self._base = epoch_id
-        logger.info("committed %s epoch %d as %s", self.name, epoch.number, epoch_id.short())
+        logger.info(
+            "committed %s epoch %d as %s", self.name, epoch.number, epoch_id.short()
+        )
         return replace(epoch, id=epoch_id)
 
     def refresh(self) -> None:

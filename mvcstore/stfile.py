@@ -73,7 +73,8 @@ def read_safetensors(path: Path) -> tuple[dict[str, RawTensor], dict[str, str]]:
         raise _bad(path, "header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in metadata.items()
+        isinstance(key, str) and isinstance(value, str)
+        for key, value in metadata.items()
     ):
         raise _bad(path, "__metadata__ must map strings to strings")
 
@@ -87,7 +88,11 @@ def read_safetensors(path: Path) -> tuple[dict[str, RawTensor], dict[str, str]]:
 
 
 def _tensor(
-    path: Path, name: str, info: object, data: memoryview, spans: list[tuple[int, int, str]]
+    path: Path,
+    name: str,
+    info: object,
+    data: memoryview,
+    spans: list[tuple[int, int, str]],
 ) -> RawTensor:
     if not isinstance(info, dict):
         raise _bad(path, f"entry {name!r} is not an object")
@@ -122,7 +127,9 @@ def _check_coverage(path: Path, spans: list[tuple[int, int, str]], size: int) ->
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            raise _bad(path, f"tensor {name!r} overlaps or leaves a gap at byte {begin}")
+            raise _bad(
+                path, f"tensor {name!r} overlaps or leaves a gap at byte {begin}"
+            )
         position = end
     if position != size:
         raise _bad(path, f"{size - position} bytes after the last tensor")

@@ -1,0 +1,1 @@
+"""Metrics indexes: the protocol and the embedded implementation."""

@@ -15,7 +15,13 @@ from typing import Protocol, runtime_checkable
 
 from mvcstore.errors import InvalidInputError
 
-__all__ = ["MetricDoc", "MetricStats", "MetricsIndex", "check_metric_name", "check_value"]
+__all__ = [
+    "MetricDoc",
+    "MetricStats",
+    "MetricsIndex",
+    "check_metric_name",
+    "check_value",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,8 +111,8 @@ class SqliteMetricsIndex:
         for doc in docs:
             value = None if math.isnan(doc.value) else doc.value
             cursor = self.conn.execute(
-                "INSERT INTO docs (e, name, step, value, time_ns) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO docs (e, name, step, value, time_ns)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (uid_ids[doc.uid], name_ids[doc.name], doc.step, value, doc.time_ns),
             )
             if cursor.rowcount == 1:
@@ -237,7 +237,10 @@ class SqliteMetricsIndex:
     def _stats_of(
         self, name_n: int, name: str, count: int, first: int, last_step: int
     ) -> MetricStats:
-        base = "SELECT d.value, d.step FROM temp.view v JOIN docs d ON d.e = v.e WHERE d.name = ?"
+        base = (
+            "SELECT d.value, d.step FROM temp.view v JOIN docs d ON d.e = v.e"
+            " WHERE d.name = ?"
+        )
         last = self.conn.execute(
             base + " AND d.step = ? LIMIT 1", (name_n, last_step)
         ).fetchone()
@@ -279,7 +282,9 @@ class SqliteMetricsIndex:
                 cursor = self.conn.execute(
                     "DELETE FROM docs WHERE e IN (SELECT e FROM temp.view)"
                 )
-                self.conn.execute("DELETE FROM uids WHERE n IN (SELECT e FROM temp.view)")
+                self.conn.execute(
+                    "DELETE FROM uids WHERE n IN (SELECT e FROM temp.view)"
+                )
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc

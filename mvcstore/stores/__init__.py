@@ -1,0 +1,1 @@
+"""Store backends: the protocols and the embedded implementation."""

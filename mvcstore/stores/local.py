@@ -121,7 +121,10 @@ class LocalObjectStore:
         target = self.path_of(oid)
         if target.exists():
             return False
-        tmp_name = self.tmp / f"{_TMP_PREFIX}{oid.hex[:16]}-{os.getpid()}-{threading.get_ident()}"
+        tmp_name = (
+            self.tmp
+            / f"{_TMP_PREFIX}{oid.hex[:16]}-{os.getpid()}-{threading.get_ident()}"
+        )
         try:
             target.parent.mkdir(exist_ok=True)
             with open(tmp_name, "wb") as handle:
@@ -248,7 +251,9 @@ class SqliteDatabase:
                 hint="restore the file from a backup, or run 'mvc fsck'",
             ) from exc
 
-    def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def execute(
+        self, sql: str, args: Sequence[object] = ()
+    ) -> list[tuple[object, ...]]:
         """Run one statement and return every row.
 
         Raises:
@@ -314,6 +319,13 @@ def _oid(raw: object) -> ObjectId | None:
     return ObjectId(raw)
 
 
+def _req_oid(raw: object) -> ObjectId:
+    oid = _oid(raw)
+    if oid is None:
+        raise RepositoryFormatError("epoch index holds a null id", path="index")
+    return oid
+
+
 def _raw(oid: ObjectId | None) -> bytes | None:
     return oid.raw if oid is not None else None
 
@@ -348,7 +360,9 @@ class SqliteRefStore:
             RefConflictError: If ``ref`` no longer points at ``old``.
         """
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT target FROM refs WHERE name = ?", (ref,)).fetchone()
+            row = conn.execute(
+                "SELECT target FROM refs WHERE name = ?", (ref,)
+            ).fetchone()
             current = _oid(row[0]) if row else None
             if current != old:
                 raise RefConflictError(
@@ -472,11 +486,22 @@ class SqliteEpochIndex:
             conn.execute(
                 "INSERT OR IGNORE INTO epochs (id, number, step, uid, session, time_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (oid.raw, epoch.number, epoch.step, epoch.uid, epoch.session, epoch.time_ns),
+                (
+                    oid.raw,
+                    epoch.number,
+                    epoch.step,
+                    epoch.uid,
+                    epoch.session,
+                    epoch.time_ns,
+                ),
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO epoch_parents (child, pos, parent) VALUES (?, ?, ?)",
-                [(oid.raw, pos, parent.raw) for pos, parent in enumerate(epoch.parents)],
+                "INSERT OR IGNORE INTO epoch_parents (child, pos, parent)"
+                " VALUES (?, ?, ?)",
+                [
+                    (oid.raw, pos, parent.raw)
+                    for pos, parent in enumerate(epoch.parents)
+                ],
             )
 
     def get_many(self, oids: Iterable[ObjectId]) -> dict[ObjectId, EpochEntry]:
@@ -493,7 +518,7 @@ class SqliteEpochIndex:
             )
             parents = self._parents_of([oid.raw for oid in batch])
             for raw, number, step, uid, session, when in rows:
-                oid = ObjectId(bytes(raw))  # type: ignore[arg-type]
+                oid = _req_oid(raw)
                 out[oid] = EpochEntry(
                     id=oid,
                     parents=parents.get(oid, ()),
@@ -514,7 +539,7 @@ class SqliteEpochIndex:
         )
         out: dict[ObjectId, list[ObjectId]] = {}
         for child, parent in rows:
-            out.setdefault(ObjectId(bytes(child)), []).append(ObjectId(bytes(parent)))  # type: ignore[arg-type]
+            out.setdefault(_req_oid(child), []).append(_req_oid(parent))
         return {key: tuple(value) for key, value in out.items()}
 
     def find_prefix(self, prefix: str, *, limit: int = 10) -> list[ObjectId]:
@@ -525,7 +550,7 @@ class SqliteEpochIndex:
             "SELECT id FROM epochs WHERE id BETWEEN ? AND ? ORDER BY id LIMIT ?",
             (low, high, limit),
         )
-        return [ObjectId(bytes(row[0])) for row in rows]  # type: ignore[arg-type]
+        return [_req_oid(row[0]) for row in rows]
 
     def ancestors(self, heads: Sequence[ObjectId]) -> set[ObjectId]:
         """Return every epoch reachable from ``heads`` through parent links."""
@@ -534,16 +559,17 @@ class SqliteEpochIndex:
         seeds = " UNION ".join("SELECT ?" for _ in heads)
         rows = self.db.execute(
             f"WITH RECURSIVE reach(id) AS ({seeds}"
-            " UNION SELECT p.parent FROM epoch_parents p JOIN reach r ON p.child = r.id)"
+            " UNION SELECT p.parent FROM epoch_parents p"
+            " JOIN reach r ON p.child = r.id)"
             " SELECT id FROM reach",
             [head.raw for head in heads],
         )
-        return {ObjectId(bytes(row[0])) for row in rows}  # type: ignore[arg-type]
+        return {_req_oid(row[0]) for row in rows}
 
     def iter_entries(self) -> Iterator[EpochEntry]:
         """Yield every indexed epoch, oldest commit first."""
         rows = self.db.execute("SELECT id FROM epochs ORDER BY time_ns, id")
-        ids = [ObjectId(bytes(row[0])) for row in rows]  # type: ignore[arg-type]
+        ids = [_req_oid(row[0]) for row in rows]
         for start in range(0, len(ids), 500):
             batch = self.get_many(ids[start : start + 500])
             for oid in ids[start : start + 500]:
