@@ -234,7 +234,29 @@ def decode(data: bytes | memoryview, *, object_id: ObjectId | None = None) -> Va
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         name = object_id.hex if object_id else None
         raise CorruptObjectError(name, f"bad msgpack ({exc})") from exc
+    problem = _foreign_item(value)
+    if problem is not None:
+        name = object_id.hex if object_id else None
+        raise CorruptObjectError(name, f"bad msgpack ({problem})")
     return value
+
+
+def _foreign_item(value: object) -> str | None:
+    # msgpack also yields bytes map keys, extension types and timestamps, which
+    # ``encode`` never writes: callers may rely on the types of ``Value`` alone
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    return f"map key of type {type(key).__name__}"
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif item is not None and not isinstance(item, int | float | str | bytes):
+            return f"value of type {type(item).__name__}"
+    return None
 
 
 def hash_object(kind: str, payload: bytes | memoryview) -> ObjectId:
@@ -291,6 +313,10 @@ def frame(kind: str, payload: bytes | memoryview, *, level: int = 3) -> bytes:
     if code is None:
         raise InvalidInputError(f"unknown object kind {kind!r}")
     size = len(payload)
+    if size > MAX_OBJECT_SIZE:
+        raise InvalidInputError(
+            f"object of {size} bytes is above the {MAX_OBJECT_SIZE}-byte limit"
+        )
     body: bytes | memoryview = payload
     encoding = ENCODING_RAW
     if level > 0 and size >= 64:
@@ -367,12 +393,16 @@ def _decompress(
         raise corrupt(f"bad zstandard frame ({exc})") from exc
     if declared != size:
         raise corrupt(f"compressed frame declares {declared} bytes, header says {size}")
+    # one frame exactly: bytes after it would pass the hash check unnoticed
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
     try:
-        payload: bytes = zstandard.ZstdDecompressor().decompress(
-            body, max_output_size=size
-        )
+        payload: bytes = decompressor.decompress(body)
     except zstandard.ZstdError as exc:
         raise corrupt(f"bad zstandard data ({exc})") from exc
+    if not decompressor.eof:
+        raise corrupt("compressed frame is truncated")
+    if decompressor.unused_data:
+        raise corrupt(f"{len(decompressor.unused_data)} bytes after the frame")
     if len(payload) != size:
         raise corrupt(f"payload is {len(payload)} bytes, header says {size}")
     return payload

@@ -44,7 +44,7 @@ MIN_PREFIX: Final = 4
 
 _PART: Final = re.compile(r"[A-Za-z0-9._-]+")
 _HEX: Final = re.compile(r"[0-9a-f]{4,64}")
-_STEP: Final = re.compile(r"([~#])(\d*)")
+_STEP: Final = re.compile(r"([~#])([0-9]*)")
 
 
 def check_name(name: str, *, what: str = "session") -> str:

@@ -2,8 +2,9 @@
 
 ``Repo`` ties one object store, one ref store, one epoch index and one metrics
 index together and keeps the write order that makes crashes harmless: objects
-first, then the epoch index, then metric documents, then, last and alone, the
-compare-and-set of the session's ref. It reads the environment only to find a
+first (then their folders fsynced), then metric documents (then made durable),
+then the epoch index, then, last and alone, the compare-and-set of the
+session's ref. It reads the environment only to find a
 repository (``MVC_DIR``); it never prints.
 """
 
@@ -230,6 +231,14 @@ class FsckReport:
         return not self.problems
 
 
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -321,8 +330,16 @@ class Repo:
         # the config is written last: a folder without it is not a repository yet
         repo = cls._open_local(root, config, durable=durable)
         tmp = root / f"{CONFIG_FILE}.tmp"
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, root / CONFIG_FILE)
+        if durable:
+            repo.objects.flush()
+            _fsync_dir(root)
+            _fsync_dir(root.parent)
         logger.info("created repository %s", root)
         return repo
 
@@ -357,7 +374,11 @@ class Repo:
                 path=str(config_path),
             )
         version = config.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not 1 <= version <= FORMAT_VERSION
+        ):
             raise RepositoryFormatError(
                 f"repository format version {version!r} is not supported (this"
                 f" mvcstore reads version {FORMAT_VERSION})",
@@ -612,11 +633,16 @@ class Repo:
             # an epoch stored but not indexed (copied in by hand): index it now
             oid = ObjectId.from_hex(prefix)
             try:
-                epoch = self.read_epoch(oid)
+                found_obj = self.get(oid)
             except ObjectNotFoundError:
                 pass
             else:
-                self.index.add(oid, epoch)
+                if not isinstance(found_obj, Epoch):
+                    # the id of a tensor or state is not a revision, and not corrupt
+                    raise RevisionNotFoundError(
+                        revision, reason=f"object {oid.short()} is a {found_obj.kind}"
+                    )
+                self.index.add(oid, replace(found_obj, id=oid))
                 return oid
         raise RevisionNotFoundError(revision, reason="no epoch id starts with it")
 
@@ -898,13 +924,16 @@ class Repo:
         reached: dict[ObjectId, set[str]],
         report: FsckReport,
     ) -> None:
-        stack: list[tuple[ObjectId, str]] = [(head, short_name(ref))]
+        # each object records the epoch that needs it and the ref that reaches
+        # it, so a damaged blob names its session as well as its epochs
+        name = short_name(ref)
+        stack: list[tuple[ObjectId, str]] = [(head, name)]
         while stack:
             oid, owner = stack.pop()
             owners = reached.setdefault(oid, set())
-            if owner in owners:
+            if owner in owners and name in owners:
                 continue
-            owners.add(owner)
+            owners.update((owner, name))
             obj = valid.get(oid)
             if obj is None:
                 if oid not in bad:
@@ -914,11 +943,7 @@ class Repo:
                 continue
             label = f"epoch {oid.short()}" if isinstance(obj, Epoch) else owner
             for child in children_of(obj):
-                stack.append((child, label if not isinstance(obj, Epoch) else label))
-            if isinstance(obj, Epoch):
-                # parents are epochs of the same ref line
-                for parent in obj.parents:
-                    stack.append((parent, short_name(ref)))
+                stack.append((child, label))
 
 
 def _valid_name(name: str) -> bool:
@@ -1118,16 +1143,19 @@ class Session:
         repo.index.add(epoch_id, epoch)
 
         # the ref last, and alone: it is what makes the epoch part of the session
-        repo.refs.compare_and_set(
-            self.ref,
-            old=self._base,
-            new=epoch_id,
-            message=f"commit epoch {epoch.number}"
-            + (f": {message}" if message else ""),
-        )
-        if self._open is not None:
-            repo.refs.clear_open_epoch(self.name, self._open.uid)
-        self._open = None
+        try:
+            repo.refs.compare_and_set(
+                self.ref,
+                old=self._base,
+                new=epoch_id,
+                message=f"commit epoch {epoch.number}"
+                + (f": {message}" if message else ""),
+            )
+        finally:
+            # the uid now belongs to the stored epoch, won or lost: never reuse it
+            if self._open is not None:
+                repo.refs.clear_open_epoch(self.name, self._open.uid)
+            self._open = None
         self._last_step = None
         self._base = epoch_id
         logger.info(

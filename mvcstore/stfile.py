@@ -31,7 +31,7 @@ MAX_HEADER_SIZE: Final = 100 * 1024 * 1024
 def _bad(path: Path, reason: str) -> InvalidInputError:
     return InvalidInputError(
         f"{path} is not a valid safetensors file: {reason}",
-        hint="export the weights with safetensors' save_file, or use 'mvc import'",
+        hint="save the weights with safetensors' save_file and run 'mvc commit' again",
     )
 
 

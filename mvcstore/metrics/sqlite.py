@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
@@ -304,11 +305,21 @@ class SqliteMetricsIndex:
         """Make every document added so far durable."""
         if not self.durable:
             return
+        # synchronous=NORMAL leaves committed transactions in an unsynced WAL;
+        # fsyncing the WAL itself makes them durable even when a reader blocks
+        # a checkpoint
         with self._lock:
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(FULL)")
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
+            for suffix in ("-wal", ""):
+                try:
+                    fd = os.open(f"{self.path}{suffix}", os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise self._error(sqlite3.OperationalError(str(exc))) from exc
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     def close(self) -> None:
         """Close the connection."""

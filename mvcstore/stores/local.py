@@ -120,6 +120,9 @@ class LocalObjectStore:
         """
         target = self.path_of(oid)
         if target.exists():
+            # a crashed writer may have renamed it without the folder fsync
+            with self._lock:
+                self._dirty_dirs.add(target.parent)
             return False
         tmp_name = (
             self.tmp
@@ -481,8 +484,21 @@ class SqliteEpochIndex:
         self.db = db
 
     def add(self, oid: ObjectId, epoch: Epoch) -> None:
-        """Index an epoch; a second add of the same epoch does nothing."""
+        """Index an epoch; a second add of the same epoch does nothing.
+
+        Raises:
+            InvalidInputError: If another epoch already carries the same uid.
+        """
         with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT id FROM epochs WHERE uid = ?", (epoch.uid,)
+            ).fetchone()
+            if row is not None and row[0] != oid.raw:
+                raise InvalidInputError(
+                    f"epoch uid {epoch.uid} is already used by epoch"
+                    f" {_req_oid(row[0]).hex}",
+                    hint="commit with a new Session object",
+                )
             conn.execute(
                 "INSERT OR IGNORE INTO epochs (id, number, step, uid, session, time_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
