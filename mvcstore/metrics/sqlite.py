@@ -288,6 +288,10 @@ class SqliteMetricsIndex:
                 )
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                # an open transaction would keep half a delete and refuse every
+                # later write on this connection
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise self._error(exc) from exc
         return int(cursor.rowcount)
 

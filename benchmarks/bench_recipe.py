@@ -1,0 +1,852 @@
+"""The recipe benchmark: mvcstore beside torch.save and safetensors files.
+
+Runs the workload of ``recipe.md`` (``recipe_model.py`` makes the states): for
+each scenario, the 10 epoch states are made once, untimed; then each tool, in
+the same run and each from an empty folder on the same disk, stores the 10
+epochs durably and brings back epochs 4 and 9, checked bit for bit. The
+machine's raw limits (write + fsync, memory copy, BLAKE3, zstd) are measured in
+the same run, so that figures can be read as ratios on a shared, noisy machine.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_recipe.py [--scenarios full,head]
+        [--runs N] [--out benchmarks/results] [--work-dir DIR] [--profile]
+
+It prints a Markdown table and writes it to ``<out>/recipe-<date>.md``, with
+every sample in ``<out>/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ctypes
+import ctypes.util
+import datetime
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import blake3
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+import zstandard
+
+import mvcstore
+from mvcstore.arrays import adapter_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recipe_model  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MiB = 1 << 20
+GiB = 1 << 30
+CHECKOUT_EPOCHS = (4, 9)
+BASELINE = "torch.save"
+SESSION = "bench"
+
+State = dict[str, torch.Tensor]
+
+
+# -- machine ---------------------------------------------------------------
+
+
+def _meminfo(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mount_of(path: Path) -> str:
+    # the longest mount point above the path names the file system written to
+    best, found = "", "unknown"
+    try:
+        with open("/proc/mounts") as handle:
+            for line in handle:
+                source, point, fstype, *_ = line.split()
+                if str(path).startswith(point) and len(point) > len(best):
+                    best, found = point, f"{fstype} on {source} (mounted at {point})"
+    except OSError:
+        pass
+    return found
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def machine_info(work_dir: Path) -> dict[str, Any]:
+    """Describe the machine, the versions and the file system written to."""
+    changed = _git("status", "--porcelain", "--", "mvcstore")
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host_cpus": os.cpu_count(),
+        "nproc": cores,
+        "cpu": _cpu_model(),
+        "ram_bytes": _meminfo("MemTotal"),
+        "kernel": platform.release(),
+        "load_average": os.getloadavg(),
+        "filesystem": _mount_of(work_dir.resolve()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "blake3": getattr(blake3, "__version__", "?"),
+        "zstandard": zstandard.__version__,
+        "mvcstore": mvcstore.__version__,
+        "mvcstore_commit": _git("rev-parse", "--short", "HEAD"),
+        "mvcstore_modified": bool(changed),
+    }
+
+
+# -- memory ----------------------------------------------------------------
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _load_libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
+
+
+class PeakRss:
+    """Peak resident memory above the level at entry, from /proc (Linux only).
+
+    Writing 5 to ``/proc/self/clear_refs`` resets the high-water mark
+    ``VmHWM`` to the current resident size, so the peak of one step can be
+    read without a sampling thread. Freed heap memory is first handed back to
+    the system (glibc ``malloc_trim``): otherwise a step reusing it would not
+    raise the mark. Where any of this is refused, ``extra`` is None.
+    """
+
+    def __init__(self) -> None:
+        self.extra: int | None = None
+        self._start: int | None = None
+
+    def __enter__(self) -> PeakRss:
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            return self
+        self._start = _status_bytes("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        peak = _status_bytes("VmHWM")
+        if self._start is not None and peak is not None:
+            self.extra = max(0, peak - self._start)
+
+
+# -- files -----------------------------------------------------------------
+
+
+def fsync_path(path: Path) -> None:
+    """Fsync a file or folder by name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def iter_files(folder: Path) -> Iterable[Path]:
+    """Yield every regular file under ``folder``."""
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = Path(base) / name
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def folder_usage(folder: Path) -> dict[str, int]:
+    """Return the apparent bytes, allocated bytes and file count under a folder."""
+    apparent = allocated = files = 0
+    for path in iter_files(folder):
+        stat = path.stat()
+        apparent += stat.st_size
+        allocated += stat.st_blocks * 512
+        files += 1
+    return {"bytes": apparent, "allocated": allocated, "files": files}
+
+
+def evict(folder: Path) -> None:
+    """Drop a folder's (already written back) pages from the page cache.
+
+    Needs no privileges: ``POSIX_FADV_DONTNEED`` on clean pages of a file we
+    own. A virtual disk's host may still cache them.
+    """
+    os.sync()
+    for path in iter_files(folder):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+# -- the tools -------------------------------------------------------------
+
+
+class Tool:
+    """One way to store and bring back the epochs of a scenario."""
+
+    name = ""
+
+    def open(self, folder: Path, states: list[State]) -> None:
+        """Prepare an empty folder (untimed)."""
+        self.folder = folder
+
+    def save(self, epoch: int, state: State) -> None:
+        """Store one epoch durably (timed)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what ``open`` took (untimed)."""
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        """Bring back one epoch, from the folder alone (timed)."""
+        raise NotImplementedError
+
+
+class TorchSaveTool(Tool):
+    """``torch.save`` of the state dict to one file per epoch, then fsync."""
+
+    name = "torch.save"
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch_{epoch:02d}.pt"
+
+    def save(self, epoch: int, state: State) -> None:
+        path = self.path(epoch)
+        with open(path, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # a file is kept only once its folder entry is on disk too
+        fsync_path(self.folder)
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        loaded: Mapping[str, object] = torch.load(
+            self.path(epoch), map_location="cpu", weights_only=True
+        )
+        return loaded
+
+
+class SafetensorsTool(Tool):
+    """``safetensors.torch.save_file`` to one file per epoch, then fsync."""
+
+    name = "safetensors"
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch_{epoch:02d}.safetensors"
+
+    def save(self, epoch: int, state: State) -> None:
+        path = self.path(epoch)
+        safetensors.torch.save_file(state, path)
+        fsync_path(path)
+        fsync_path(self.folder)
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        return safetensors.torch.load_file(self.path(epoch))
+
+
+def mvcstore_array_type() -> tuple[str, str]:
+    """Return ``torch`` when mvcstore's torch adapter round-trips, else ``numpy``.
+
+    The adapter may be missing or half-written in a working tree; the
+    benchmark then commits NumPy views and says so, with the reason.
+    """
+    probe = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    try:
+        adapter = adapter_for("torch")
+        back = adapter.from_raw(adapter.to_raw(probe))
+        if isinstance(back, torch.Tensor) and torch.equal(back, probe):
+            return "torch", "torch adapter present"
+        reason = "torch adapter does not round-trip"
+    except Exception as exc:  # any failure of a tree being edited means: not ready
+        reason = f"torch adapter unusable ({type(exc).__name__}: {exc})"
+    return "numpy", reason
+
+
+class MvcstoreTool(Tool):
+    """A durable mvcstore repository; one commit per epoch of the live state.
+
+    Torch tensors go in and come back as they are when the torch adapter is
+    present; otherwise they go in as zero-copy NumPy views, made before timing.
+    """
+
+    name = "mvcstore"
+
+    def __init__(self, array_type: str) -> None:
+        self.array_type = array_type
+        self.inputs: list[Mapping[str, object]] = []
+
+    def open(self, folder: Path, states: list[State]) -> None:
+        super().open(folder, states)
+        if self.array_type == "torch":
+            self.inputs = list(states)
+        else:
+            self.inputs = [{k: t.numpy() for k, t in s.items()} for s in states]
+        self.repo = mvcstore.Repo.init(folder, durable=True)
+        self.session = self.repo.session(SESSION)
+
+    def save(self, epoch: int, state: State) -> None:
+        self.session.commit(self.inputs[epoch])
+
+    def close(self) -> None:
+        self.repo.close()
+        self.inputs = []
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        # a fresh open, as a new process would do; epochs are numbered from 1
+        repo = mvcstore.Repo.open(self.folder, durable=True)
+        try:
+            return repo.checkout(f"{SESSION}#{epoch + 1}", as_=self.array_type).state
+        finally:
+            repo.close()
+
+
+def as_numpy(value: object) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def touch(state: Mapping[str, object]) -> int:
+    """Read one byte of every page of every tensor, so mapped data is read in.
+
+    A tool may hand back tensors over a lazily read mapping (safetensors'
+    default ``mmap`` backend); reading a byte per page makes every tool's
+    figure include getting the bytes into memory. On arrays already in memory
+    it costs about 25,000 reads.
+    """
+    total = 0
+    for value in state.values():
+        flat = as_numpy(value).reshape(-1).view(np.uint8)
+        total += int(flat[::4096].sum())
+    return total
+
+
+def check_same(expected: State, got: Mapping[str, object], what: str) -> None:
+    """Exit if ``got`` differs from ``expected`` in any name, dtype, shape or bit."""
+    if set(got) != set(expected):
+        differing = sorted(set(expected) ^ set(got))[:3]
+        raise SystemExit(f"error: {what} has other tensor names ({differing} ...)")
+    for name, tensor in expected.items():
+        want = tensor.numpy()
+        have = as_numpy(got[name])
+        if (
+            have.dtype != want.dtype
+            or have.shape != want.shape
+            or not np.array_equal(
+                have.reshape(-1).view(np.uint8), want.reshape(-1).view(np.uint8)
+            )
+        ):
+            raise SystemExit(f"error: {what} differs from the state in {name!r}")
+
+
+# -- one measurement -------------------------------------------------------
+
+
+def measure_tool(tool: Tool, states: list[State], work_dir: Path) -> dict[str, Any]:
+    """Store every epoch with ``tool`` in a new folder, then bring two back."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{tool.name}-", dir=work_dir))
+    try:
+        tool.open(folder, states)
+        os.sync()
+        epoch_s = []
+        with PeakRss() as save_rss:
+            for epoch, state in enumerate(states):
+                start = time.perf_counter()
+                tool.save(epoch, state)
+                epoch_s.append(time.perf_counter() - start)
+        tool.close()
+        usage = folder_usage(folder)
+
+        # page cache as left by the writes, then with the tool's pages dropped
+        checkout_s: dict[str, float] = {}
+        evicted_s: dict[str, float] = {}
+        load_rss = PeakRss()
+        for label, times in (("cached", checkout_s), ("evicted", evicted_s)):
+            if label == "evicted":
+                evict(folder)
+            for epoch in CHECKOUT_EPOCHS:
+                with PeakRss() as rss:
+                    start = time.perf_counter()
+                    got = tool.load(epoch)
+                    touch(got)
+                    times[str(epoch)] = time.perf_counter() - start
+                if label == "cached" and epoch == CHECKOUT_EPOCHS[-1]:
+                    load_rss = rss
+                check_same(states[epoch], got, f"{tool.name} epoch {epoch}")
+                del got
+        return {
+            "save_s": sum(epoch_s),
+            "epoch_s": epoch_s,
+            "stored_bytes": usage["bytes"],
+            "allocated_bytes": usage["allocated"],
+            "files": usage["files"],
+            "checkout_s": checkout_s,
+            "checkout_evicted_s": evicted_s,
+            "save_rss_bytes": save_rss.extra,
+            "checkout_rss_bytes": load_rss.extra,
+            "baseline_file_bytes": (
+                (folder / "epoch_00.pt").stat().st_size
+                if tool.name == BASELINE
+                else None
+            ),
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- raw limits ------------------------------------------------------------
+
+
+def weights_bytes(state: State) -> bytes:
+    """Return the float32 tensors of a state, concatenated in state order."""
+    return b"".join(
+        t.numpy().tobytes() for t in state.values() if t.dtype == torch.float32
+    )
+
+
+def best_rate(nbytes: int, action: Callable[[], object], repeat: int = 3) -> float:
+    """Return the best throughput in GB/s (10^9 bytes) of ``repeat`` calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - start)
+    return nbytes / best / 1e9
+
+
+def write_fsync_rate(work_dir: Path, total: int = GiB, chunk: int = 64 * MiB) -> float:
+    """Return GB/s for writing ``total`` random bytes to a new file plus fsync.
+
+    The best of two: on a virtual machine the first write into memory the
+    guest has not touched for a while can be several times slower.
+    """
+    return max(_write_fsync_once(work_dir, total, chunk) for _ in range(2))
+
+
+def _write_fsync_once(work_dir: Path, total: int, chunk: int) -> float:
+    block = np.random.default_rng(0).integers(0, 256, chunk, dtype=np.uint8).data
+    path = work_dir / "write-test.bin"
+    try:
+        os.sync()
+        start = time.perf_counter()
+        with open(path, "wb") as handle:
+            for _ in range(total // chunk):
+                handle.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_path(work_dir)
+        return total / (time.perf_counter() - start) / 1e9
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def raw_limits(work_dir: Path, weights: bytes) -> dict[str, float]:
+    """Measure what the machine allows: disk, memory, hashing, compression."""
+    size = len(weights)
+    source = np.frombuffer(weights, dtype=np.uint8)
+    target = np.empty_like(source)
+    packed = zstandard.ZstdCompressor(level=1).compress(weights)
+    decompressor = zstandard.ZstdDecompressor()
+    return {
+        "write_fsync_gbps": write_fsync_rate(work_dir),
+        "memcpy_gbps": best_rate(size, lambda: np.copyto(target, source)),
+        "blake3_1t_gbps": best_rate(
+            size, lambda: blake3.blake3(weights, max_threads=1).digest()
+        ),
+        "blake3_all_gbps": best_rate(
+            size, lambda: blake3.blake3(weights, max_threads=blake3.blake3.AUTO)
+        ),
+        "zstd1_compress_gbps": best_rate(
+            size, lambda: zstandard.ZstdCompressor(level=1).compress(weights)
+        ),
+        "zstd1_decompress_gbps": best_rate(
+            size, lambda: decompressor.decompress(packed)
+        ),
+    }
+
+
+def byte_planes(data: bytes) -> bytes:
+    """Return float32 bytes regrouped: every first byte, then every second..."""
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, 4).T.copy().tobytes()
+
+
+def compression_ratios(epoch0: State, epoch1: State) -> dict[str, float]:
+    """Return zstd level-1 ratios on float32 weights, as is and transformed."""
+
+    def ratio(data: bytes) -> float:
+        return len(data) / len(zstandard.ZstdCompressor(level=1).compress(data))
+
+    first, second = weights_bytes(epoch0), weights_bytes(epoch1)
+    xor = np.bitwise_xor(
+        np.frombuffer(first, dtype=np.uint8), np.frombuffer(second, dtype=np.uint8)
+    ).tobytes()
+    return {
+        "zstd1_ratio": ratio(first),
+        "zstd1_planes_ratio": ratio(byte_planes(first)),
+        "zstd1_xor_planes_ratio": ratio(byte_planes(xor)),
+    }
+
+
+# -- profile ---------------------------------------------------------------
+
+
+class _SerialPool:
+    # cProfile sees only the calling thread: run the repository's work there
+    def map(self, fn: Callable[..., object], *iterables: Iterable[object]) -> Any:
+        return list(map(fn, *iterables))
+
+    def shutdown(self, wait: bool = True) -> None:
+        return None
+
+
+def profile_mvcstore(states: list[State], array_type: str, work_dir: Path) -> str:
+    """Profile one durable commit of a ``full`` epoch and one checkout.
+
+    Two epochs are committed first, so the profiled commit is a steady one.
+    The repository's thread pool is replaced by a serial one, so the profile
+    shows where the work goes, not how long it takes with threads.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="profile-", dir=work_dir))
+    out = io.StringIO()
+    last = len(states) - 1
+    try:
+        tool = MvcstoreTool(array_type)
+        tool.open(folder, states)
+        for epoch in range(last):
+            tool.save(epoch, states[epoch])
+        tool.repo._pool.shutdown()
+        tool.repo._pool = _SerialPool()  # type: ignore[assignment]
+        for label, action in (
+            (
+                f"commit of epoch {last} (full, durable)",
+                lambda: tool.save(last, states[last]),
+            ),
+            (
+                f"checkout of epoch {last} (page cache)",
+                lambda: tool.repo.checkout(f"{SESSION}#{last + 1}", as_=array_type),
+            ),
+        ):
+            profiler = cProfile.Profile()
+            start = time.perf_counter()
+            profiler.runcall(action)
+            took = time.perf_counter() - start
+            out.write(f"## {label}: {took:.3f} s serial, under cProfile\n\n")
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime").print_stats(14)
+            stats.sort_stats("cumulative").print_stats("mvcstore", 14)
+        tool.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out.getvalue()
+
+
+# -- reporting -------------------------------------------------------------
+
+
+def median_of(runs: list[dict[str, Any]], key: str, sub: str | None = None) -> Any:
+    values = [r[key][sub] if sub else r[key] for r in runs]
+    if any(v is None for v in values):
+        return None
+    return statistics.median(values)
+
+
+FIGURES = (
+    ("save_s", None),
+    ("stored_bytes", None),
+    ("checkout_s", "4"),
+    ("checkout_s", "9"),
+    ("checkout_evicted_s", "4"),
+    ("checkout_evicted_s", "9"),
+    ("save_rss_bytes", None),
+    ("checkout_rss_bytes", None),
+)
+
+
+def summarise(tool_runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Median of each figure over runs, and the median of per-run ratios."""
+    summary: dict[str, Any] = {}
+    base = tool_runs[BASELINE]
+    for name, runs in tool_runs.items():
+        median: dict[str, Any] = {}
+        ratio: dict[str, Any] = {}
+        for key, sub in FIGURES:
+            label = f"{key}.{sub}" if sub else key
+            median[label] = median_of(runs, key, sub)
+            if key.endswith("rss_bytes"):
+                continue
+            pairs = [
+                (r[key][sub] if sub else r[key], b[key][sub] if sub else b[key])
+                for r, b in zip(runs, base, strict=True)
+            ]
+            ratio[label] = statistics.median(v / w for v, w in pairs)
+        median["epoch_s"] = median["save_s"] / len(runs[0]["epoch_s"])
+        median["first_epoch_s"] = statistics.median(r["epoch_s"][0] for r in runs)
+        median["later_epoch_s"] = statistics.median(
+            statistics.median(r["epoch_s"][1:]) for r in runs
+        )
+        median["files"] = runs[0]["files"]
+        summary[name] = {"median": median, "ratio": ratio}
+    return summary
+
+
+def _mb(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 1e6:,.0f} MB"
+
+
+def render(result: dict[str, Any]) -> str:
+    """Return the Markdown report of a result."""
+    machine = result["machine"]
+    lines = [
+        f"# Recipe benchmark, {machine['date']}",
+        "",
+        f"Machine: {machine['nproc']} CPUs ({machine['cpu']}),"
+        f" {machine['ram_bytes'] / GiB:.0f} GiB RAM, {machine['filesystem']};"
+        f" Python {machine['python']}, torch {machine['torch']},"
+        f" safetensors {machine['safetensors']}, mvcstore {machine['mvcstore']}"
+        f" at {machine['mvcstore_commit']}"
+        + (" (modified)" if machine["mvcstore_modified"] else "")
+        + f", tensors into mvcstore as {result['mvcstore_arrays']}."
+        f" Load average (1 min) {machine['load_average'][0]:.1f} at the start,"
+        f" {result['load_average_end'][0]:.1f} at the end.",
+        f"Median of {result['runs']} run(s); in brackets, the median of the"
+        f" per-run ratios to {BASELINE}. Raw = 10 x one {BASELINE} file."
+        " Per epoch: the mean, the first epoch, and the median of the 9 later"
+        " ones. Back: open, read, and every page of every tensor in memory,"
+        " from the page cache as the writes left it, then after dropping the"
+        " tool's files from it. Peak RSS +: resident memory above the level at"
+        " the start of saving (all epochs) and of bringing back epoch 9.",
+    ]
+    for scenario, data in result["scenarios"].items():
+        raw = data["raw_bytes"]
+        lines += [
+            "",
+            f"## Scenario `{scenario}` (raw {raw / 1e6:,.0f} MB)",
+            "",
+            "| tool | save 10 epochs | per epoch: mean, first, later | stored / raw"
+            " | files"
+            " | epoch 4 back | epoch 9 back | epoch 4, evicted | epoch 9, evicted"
+            " | peak RSS +, save / back |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, summary in data["summary"].items():
+            med, rat = summary["median"], summary["ratio"]
+
+            def cell(label: str, med: Any = med, rat: Any = rat) -> str:
+                return f"{med[label]:.2f} s ({rat[label]:.2f}x)"
+
+            lines.append(
+                f"| {name} | {cell('save_s')} | {med['epoch_s']:.3f} s,"
+                f" {med['first_epoch_s']:.3f} s, {med['later_epoch_s']:.3f} s"
+                f" | {med['stored_bytes'] / raw:.2f}x"
+                f" ({_mb(med['stored_bytes'])}) | {med['files']}"
+                f" | {cell('checkout_s.4')} | {cell('checkout_s.9')}"
+                f" | {cell('checkout_evicted_s.4')} | {cell('checkout_evicted_s.9')}"
+                f" | {_mb(med['save_rss_bytes'])} / {_mb(med['checkout_rss_bytes'])} |"
+            )
+    limits = result["raw_limits"]["median"]
+    ratios = result["raw_limits"]["compression"]
+    lines += [
+        "",
+        "## Raw limits (same run)",
+        "",
+        "| 1 GiB write + fsync | memory copy | BLAKE3, 1 thread | BLAKE3, all"
+        " | zstd-1 compress | zstd-1 decompress |",
+        "|---|---|---|---|---|---|",
+        f"| {limits['write_fsync_gbps']:.2f} GB/s | {limits['memcpy_gbps']:.1f} GB/s"
+        f" | {limits['blake3_1t_gbps']:.2f} GB/s | {limits['blake3_all_gbps']:.2f} GB/s"
+        f" | {limits['zstd1_compress_gbps']:.2f} GB/s"
+        f" | {limits['zstd1_decompress_gbps']:.2f} GB/s |",
+        "",
+        f"zstd level 1 on the float32 weights of epoch 0: {ratios['zstd1_ratio']:.3f}x"
+        f" as is, {ratios['zstd1_planes_ratio']:.3f}x in byte planes; the XOR of"
+        f" epochs 0 and 1 of `full` in byte planes:"
+        f" {ratios['zstd1_xor_planes_ratio']:.3f}x.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- main ------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default="full,head")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=HERE / ".work",
+        help="where the tools write; the same disk as the repository by default",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one mvcstore commit and checkout with cProfile",
+    )
+    args = parser.parse_args(argv)
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    for scenario in args.scenarios:
+        if scenario not in recipe_model.SCENARIOS:
+            parser.error(
+                f"scenario {scenario!r} is not one of"
+                f" {', '.join(recipe_model.SCENARIOS)}"
+            )
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work_root = args.work_dir
+    work_root.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=work_root))
+    array_type, why = mvcstore_array_type()
+    tools: list[Tool] = [TorchSaveTool(), SafetensorsTool(), MvcstoreTool(array_type)]
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+
+    result: dict[str, Any] = {
+        "recipe": "shared/benchmarks/recipe.md",
+        "machine": machine_info(work_dir),
+        "runs": args.runs,
+        "mvcstore_arrays": array_type,
+        "mvcstore_arrays_reason": why,
+        "scenarios": {},
+    }
+    limit_runs: list[dict[str, float]] = []
+    try:
+        # the raw limits, and the compression figures of the recipe
+        log("making epochs 0 and 1 of full for the raw limits")
+        epoch0 = recipe_model.initial_state()
+        epoch1 = recipe_model.next_epoch(epoch0, 0, "full")
+        weights = weights_bytes(epoch0)
+        compression = compression_ratios(epoch0, epoch1)
+        del epoch1
+
+        for scenario in args.scenarios:
+            log(f"making the {recipe_model.EPOCHS} states of {scenario}")
+            states = recipe_model.epoch_states(scenario)
+            tool_runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in tools}
+            for run in range(args.runs):
+                limit_runs.append(raw_limits(work_dir, weights))
+                # rotate the order, so no tool always runs first
+                order = tools[run % len(tools) :] + tools[: run % len(tools)]
+                for tool in order:
+                    log(f"{scenario} run {run + 1}/{args.runs}: {tool.name}")
+                    tool_runs[tool.name].append(measure_tool(tool, states, work_dir))
+            raw = 10 * tool_runs[BASELINE][0]["baseline_file_bytes"]
+            result["scenarios"][scenario] = {
+                "raw_bytes": raw,
+                "runs": tool_runs,
+                "summary": summarise(tool_runs),
+            }
+            del states
+
+        result["raw_limits"] = {
+            "runs": limit_runs,
+            "median": {
+                key: statistics.median(r[key] for r in limit_runs)
+                for key in limit_runs[0]
+            },
+            "compression": compression,
+        }
+        if args.profile:
+            log("profiling one mvcstore commit and checkout")
+            states = [epoch0]
+            for epoch in range(2):
+                states.append(recipe_model.next_epoch(states[-1], epoch, "full"))
+            result["profile"] = profile_mvcstore(states, array_type, work_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if work_root.is_dir() and not any(work_root.iterdir()):
+            work_root.rmdir()
+
+    result["load_average_end"] = os.getloadavg()
+    report = render(result)
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    day = datetime.date.today().isoformat()
+    write_atomic(args.out / f"recipe-{day}.md", report)
+    write_atomic(args.out / "latest.json", json.dumps(result, indent=1) + "\n")
+    if args.profile:
+        write_atomic(args.out / f"profile-{day}.txt", result["profile"])
+        print(result["profile"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
