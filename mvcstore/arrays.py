@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
@@ -76,15 +75,20 @@ _NUMPY_DTYPES: Final[dict[str, npt.DTypeLike]] = {
     "U64": np.uint64,
     "I64": np.int64,
     "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
     "F32": np.float32,
     "F64": np.float64,
-    "F8_E4M3": ml_dtypes.float8_e4m3fn,
-    "F8_E5M2": ml_dtypes.float8_e5m2,
     "C64": np.complex64,
     "C128": np.complex128,
 }
+_ML_DTYPES: Final = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+"""Types NumPy lacks, from ``ml_dtypes``, imported only when one is used
+(importing it costs more than the rest of a short ``mvc`` command)."""
 _NAMES_BY_NUMPY: Final = {np.dtype(t): name for name, t in _NUMPY_DTYPES.items()}
+_NAMES_BY_ML_DTYPE: Final = {attr: name for name, attr in _ML_DTYPES.items()}
 
 _ADAPTERS: dict[str, ArrayAdapter] = {}
 _PLUGINS: Final = {"torch": "mvcstore.torch.tensors"}
@@ -97,6 +101,13 @@ def numpy_dtype(dtype: str) -> np.dtype[np.generic]:
         InvalidInputError: If the name is unknown.
     """
     dtype_size(dtype)
+    if dtype in _ML_DTYPES:
+        import ml_dtypes
+
+        extension: np.dtype[np.generic] = np.dtype(
+            getattr(ml_dtypes, _ML_DTYPES[dtype])
+        )
+        return extension.newbyteorder("<")
     return np.dtype(_NUMPY_DTYPES[dtype]).newbyteorder("<")
 
 
@@ -106,7 +117,9 @@ def dtype_name(dtype: np.dtype[np.generic]) -> str:
     Raises:
         InvalidInputError: If the dtype has no mvcstore equivalent.
     """
-    name = _NAMES_BY_NUMPY.get(dtype.newbyteorder("="))
+    name = _NAMES_BY_NUMPY.get(dtype.newbyteorder("=")) or _NAMES_BY_ML_DTYPE.get(
+        dtype.name
+    )
     if name is None:
         raise InvalidInputError(
             f"arrays of dtype {dtype} cannot be stored",
