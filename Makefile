@@ -9,7 +9,9 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 EXTRAS ?= test,demo
 
-.PHONY: all install demo test lint types pytest bench clean
+.PHONY: all install demo test lint types pytest bench crash-test clean
+
+include mk/services.mk
 
 all: test
 
@@ -31,8 +33,17 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(VENV)/bin/mypy mvcstore
 
+# the backend tests need real servers: start them unless they are up, and
+# stop afterwards only what this run started
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	@started=0; \
+	if ! bash $(SERVICES_SH) status >/dev/null 2>&1; then \
+		bash $(SERVICES_SH) up || exit 1; started=1; \
+	fi; \
+	. ./$(SERVICES_ENV); \
+	$(VENV)/bin/pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$started = 1 ]; then bash $(SERVICES_SH) down; fi; \
+	exit $$rc
 
 test: lint types pytest
 
