@@ -7,9 +7,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-EXTRAS ?= test,demo
+EXTRAS ?= test,demo,remote
 
-.PHONY: all install demo test lint types pytest bench crash-test clean
+.PHONY: all install system-deps demo test lint types pytest bench bench-scale crash-test clean
 
 include mk/services.mk
 
@@ -37,18 +37,29 @@ types: $(STAMP)
 # stop afterwards only what this run started
 pytest: $(STAMP)
 	@started=0; \
-	if ! bash $(SERVICES_SH) status >/dev/null 2>&1; then \
-		bash $(SERVICES_SH) up || exit 1; started=1; \
-	fi; \
+	bash $(SERVICES_SH) status >/dev/null 2>&1 || started=1; \
+	bash $(SERVICES_SH) up || exit 1; \
 	. ./$(SERVICES_ENV); \
 	$(VENV)/bin/pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$started = 1 ]; then bash $(SERVICES_SH) down; fi; \
 	exit $$rc
 
-test: lint types pytest
+# the web UI test drives a real headless Chromium (Debian's package)
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+		else \
+			echo "error: chromium is missing; install Debian's 'chromium' package" >&2; exit 1; \
+		fi; }
+
+test: system-deps lint types pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_recipe.py
+
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf demo-run checkout .pytest_cache .mypy_cache .ruff_cache

@@ -47,6 +47,7 @@ import zstandard
 
 import mvcstore
 from mvcstore.arrays import adapter_for
+from mvcstore.stores.blobs import StorageOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipe_model  # noqa: E402
@@ -337,9 +338,11 @@ class MvcstoreTool(Tool):
 
     name = "mvcstore"
 
-    def __init__(self, array_type: str) -> None:
+    def __init__(self, array_type: str, delta_depth: int | None = None) -> None:
         self.array_type = array_type
+        self.delta_depth = delta_depth
         self.inputs: list[Mapping[str, object]] = []
+        self.stats: dict[str, Any] | None = None
 
     def open(self, folder: Path, states: list[State]) -> None:
         super().open(folder, states)
@@ -348,12 +351,16 @@ class MvcstoreTool(Tool):
         else:
             self.inputs = [{k: t.numpy() for k, t in s.items()} for s in states]
         self.repo = mvcstore.Repo.init(folder, durable=True)
+        if self.delta_depth is not None:
+            self.repo.storage = StorageOptions(max_delta_depth=self.delta_depth)
         self.session = self.repo.session(SESSION)
 
     def save(self, epoch: int, state: State) -> None:
         self.session.commit(self.inputs[epoch])
 
     def close(self) -> None:
+        # untimed: where the bytes went (dedup, deltas, compression)
+        self.stats = self.repo.stats(all_refs=True).total.to_json()
         self.repo.close()
         self.inputs = []
 
@@ -422,6 +429,7 @@ def measure_tool(tool: Tool, states: list[State], work_dir: Path) -> dict[str, A
                 epoch_s.append(time.perf_counter() - start)
         tool.close()
         usage = folder_usage(folder)
+        stats = getattr(tool, "stats", None)
 
         # page cache as left by the writes, then with the tool's pages dropped
         checkout_s: dict[str, float] = {}
@@ -450,6 +458,7 @@ def measure_tool(tool: Tool, states: list[State], work_dir: Path) -> dict[str, A
             "checkout_evicted_s": evicted_s,
             "save_rss_bytes": save_rss.extra,
             "checkout_rss_bytes": load_rss.extra,
+            "store_stats": stats,
             "baseline_file_bytes": (
                 (folder / "epoch_00.pt").stat().st_size
                 if tool.name == BASELINE
@@ -709,6 +718,18 @@ def render(result: dict[str, Any]) -> str:
                 f" | {cell('checkout_evicted_s.4')} | {cell('checkout_evicted_s.9')}"
                 f" | {_mb(med['save_rss_bytes'])} / {_mb(med['checkout_rss_bytes'])} |"
             )
+        stats = data["runs"].get("mvcstore", [{}])[0].get("store_stats")
+        if stats:
+            ratio = stats["ratios"]
+            lines += [
+                "",
+                f"mvcstore's store (`Repo.stats`, first run; longest delta chain"
+                f" {result.get('mvcstore_delta_depth')}): dedup"
+                f" {ratio['dedup']:.2f}x, deltas {ratio['delta']:.2f}x on"
+                f" {_mb(stats['delta_bytes'])}, whole frames"
+                f" {ratio['compression']:.2f}x on {_mb(stats['whole_bytes'])},"
+                f" frames by encoding {stats['encodings']}.",
+            ]
     limits = result["raw_limits"]["median"]
     ratios = result["raw_limits"]["compression"]
     lines += [
@@ -757,6 +778,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also profile one mvcstore commit and checkout with cProfile",
     )
+    parser.add_argument(
+        "--delta-depth",
+        type=int,
+        default=None,
+        help="mvcstore's longest delta chain (StorageOptions.max_delta_depth);"
+        " the library default when not given",
+    )
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     for scenario in args.scenarios:
@@ -776,7 +804,11 @@ def main(argv: list[str] | None = None) -> int:
     work_root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=work_root))
     array_type, why = mvcstore_array_type()
-    tools: list[Tool] = [TorchSaveTool(), SafetensorsTool(), MvcstoreTool(array_type)]
+    tools: list[Tool] = [
+        TorchSaveTool(),
+        SafetensorsTool(),
+        MvcstoreTool(array_type, args.delta_depth),
+    ]
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     result: dict[str, Any] = {
@@ -784,6 +816,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(work_dir),
         "runs": args.runs,
         "mvcstore_arrays": array_type,
+        "mvcstore_delta_depth": (
+            args.delta_depth
+            if args.delta_depth is not None
+            else StorageOptions().max_delta_depth
+        ),
         "mvcstore_arrays_reason": why,
         "scenarios": {},
     }

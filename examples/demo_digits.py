@@ -7,9 +7,10 @@ mvcstore:
 1. Session ``a`` trains 12 epochs under a structured pruning plan: every 2
    epochs, 20% of the output channels with the smallest L1 norm are removed
    from each convolution, so the model graph really shrinks.
-2. Session ``b`` is forked from ``a#6`` (nothing is copied), the model of that
-   epoch is restored bit for bit, and it trains to epoch 12 under another plan
-   (10% every 3 epochs) and another learning rate.
+2. Session ``b`` is forked from ``a#6`` (nothing is copied), the training state
+   of that epoch is resumed bit for bit (weights, optimizer momentum, RNG
+   states, counters) with ``mvcstore.torch.resume``, and it trains to epoch 12
+   under another plan (10% every 3 epochs) and another learning rate.
 3. The two sessions are compared: ``mvc log --all --graph``, the final accuracy
    and size of each, the best epoch of both, and how many metric documents the
    fork shares with its parent instead of copying.
@@ -221,9 +222,16 @@ def train(
     first_epoch: int,
     first_step: int,
     seed: int,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Train epochs ``first_epoch``..EPOCHS, committing each one."""
-    optimizer = new_optimizer(model, lr)
+    """Train epochs ``first_epoch``..EPOCHS, committing each one.
+
+    A resumed optimizer keeps its momentum and takes the new learning rate.
+    """
+    if optimizer is None:
+        optimizer = new_optimizer(model, lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     step = first_step
     for epoch in range(first_epoch, EPOCHS + 1):
         message = ""
@@ -352,7 +360,8 @@ def main() -> int:
     )
 
     plan_a = Plan(id="l1-20pct-every-2", share=0.2, every=2)
-    print(f"\nsession a: lr 0.05, plan {plan_a.id}")
+    lr_a = 0.05
+    print(f"\nsession a: lr {lr_a}, plan {plan_a.id}")
     torch.manual_seed(SEED)
     model = DigitsNet()
     train(
@@ -360,7 +369,7 @@ def main() -> int:
         model,
         data,
         plan=plan_a,
-        lr=0.05,
+        lr=lr_a,
         first_epoch=1,
         first_step=0,
         seed=SEED,
@@ -369,7 +378,12 @@ def main() -> int:
     fork_rev = f"a#{FORK_AT}"
     session_b = repo.fork("b", at=fork_rev)
     fork_epoch = repo.resolve(fork_rev)
-    restored = mvt.restore(repo, fork_rev, factory=DigitsNet)
+    # the whole training state of a#6: weights (reshaped to its pruned graph),
+    # the optimizer's momentum, the RNG states and the counters
+    resumed = mvt.resume(
+        repo, fork_rev, DigitsNet, lambda model: new_optimizer(model, lr_a)
+    )
+    restored = resumed.model
     accuracy, val_loss = evaluate(restored, data)
     identical = (accuracy, val_loss) == (
         fork_epoch.summary["val_acc"],
@@ -388,9 +402,10 @@ def main() -> int:
         data,
         plan=plan_b,
         lr=0.02,
-        first_epoch=FORK_AT + 1,
-        first_step=fork_epoch.step + 1,
+        first_epoch=resumed.epoch + 1,
+        first_step=resumed.step + 1,
         seed=SEED + 1,
+        optimizer=resumed.optimizer,
     )
 
     print("\nmvc log --all --graph")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,8 @@ from mvcstore.objects import dtype_size
 __all__ = [
     "RawTensor",
     "ArrayAdapter",
+    "AllocatingAdapter",
+    "allocate_numpy",
     "register_adapter",
     "adapter_for",
     "to_raw",
@@ -61,6 +63,20 @@ class ArrayAdapter(Protocol):
 
     def from_raw(self, raw: RawTensor) -> object:
         """Convert a raw tensor to an array of this framework."""
+        ...
+
+
+@runtime_checkable
+class AllocatingAdapter(Protocol):
+    """An adapter that can hand out a new array for data to be decoded into.
+
+    Reading an epoch then writes each tensor's bytes once, straight into the
+    framework's own memory; adapters without it get a NumPy buffer through
+    ``from_raw``, which may copy.
+    """
+
+    def allocate(self, dtype: str, shape: tuple[int, ...]) -> tuple[object, memoryview]:
+        """Return a new, writable array and a byte view of its memory (C order)."""
         ...
 
 
@@ -150,6 +166,16 @@ def to_numpy(raw: RawTensor) -> np.ndarray[tuple[int, ...], np.dtype[np.generic]
     return array.reshape(raw.shape)
 
 
+def allocate_numpy(dtype: str, shape: tuple[int, ...]) -> tuple[object, memoryview]:
+    """Return a new NumPy array of ``dtype`` and ``shape`` and a byte view of it.
+
+    Raises:
+        InvalidInputError: If the dtype name is unknown.
+    """
+    array = np.empty(shape, dtype=numpy_dtype(dtype))
+    return array, array.reshape(-1).view(np.uint8).data
+
+
 def register_adapter(adapter: ArrayAdapter) -> None:
     """Make a framework's arrays storable and restorable by name."""
     _ADAPTERS[adapter.name] = adapter
@@ -217,6 +243,9 @@ class _NumpyAdapter:
 
     def from_raw(self, raw: RawTensor) -> object:
         return to_numpy(raw)
+
+    def allocate(self, dtype: str, shape: tuple[int, ...]) -> tuple[object, memoryview]:
+        return allocate_numpy(dtype, shape)
 
 
 register_adapter(_NumpyAdapter())

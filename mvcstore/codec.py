@@ -2,9 +2,12 @@
 
 This layer owns the exact bytes behind every id: canonical msgpack (one encoding
 per value), the BLAKE3-256 id over a kind tag plus those bytes, and the frame an
-object is stored in (header, optional zstandard compression). It knows nothing of
-what objects mean, and nothing of where they are stored. ``docs/format.md``
-describes every byte written here.
+object is stored in: a 16-byte header, then the payload raw, zstandard
+compressed, split into byte planes, as the XOR against a base blob, as packed
+bits, or as a table of chunks. Encodings never change an id. It knows nothing
+of what objects mean, and nothing of where they are stored: a frame that names
+other objects reads them through a ``FrameSource``. ``docs/format.md``
+describes every byte written here; ``encodings`` holds the byte arithmetic.
 """
 
 from __future__ import annotations
@@ -13,12 +16,35 @@ import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias, cast
 
 import blake3
 import msgpack
+import numpy as np
 import zstandard
 
+from mvcstore.encodings import (
+    BITS_WIDTHS,
+    DELTA_WIDTHS,
+    PLANE_WIDTHS,
+    Bytes,
+    Section,
+    check_section_size,
+    compress_section,
+    join_planes_into,
+    pack_bits,
+    read_sections,
+    section_bytes,
+    section_header,
+    section_into,
+    split_planes,
+    unpack_bits_into,
+    xor_planes,
+    xor_planes_into,
+    xor_section_into,
+    zstd_decompress,
+    zstd_decompress_into,
+)
 from mvcstore.errors import CorruptObjectError, InvalidInputError
 
 __all__ = [
@@ -27,6 +53,16 @@ __all__ = [
     "FRAME_MAGIC",
     "FRAME_HEADER_SIZE",
     "MAX_OBJECT_SIZE",
+    "MAX_CHUNKED_SIZE",
+    "MAX_DELTA_DEPTH",
+    "DEPENDENCY_PREFIX",
+    "ENCODING_RAW",
+    "ENCODING_ZSTD",
+    "ENCODING_PLANES",
+    "ENCODING_DELTA",
+    "ENCODING_BITS",
+    "ENCODING_CHUNKED",
+    "ENCODINGS",
     "Value",
     "ObjectId",
     "canonical",
@@ -34,7 +70,20 @@ __all__ = [
     "decode",
     "hash_object",
     "Frame",
+    "FramePart",
+    "FrameSource",
+    "FrameLayout",
+    "frame_header",
     "frame",
+    "planes_frame",
+    "delta_frame",
+    "bits_frame",
+    "chunked_frame",
+    "parts_size",
+    "join_parts",
+    "parse_frame",
+    "frame_dependencies",
+    "decode_into",
     "unframe",
 ]
 
@@ -59,10 +108,32 @@ _FRAME_HEADER: Final = struct.Struct("<4sBBBBQ")
 
 ENCODING_RAW: Final = 0
 ENCODING_ZSTD: Final = 1
-_ENCODINGS: Final = (ENCODING_RAW, ENCODING_ZSTD)
+ENCODING_PLANES: Final = 2
+ENCODING_DELTA: Final = 3
+ENCODING_BITS: Final = 4
+ENCODING_CHUNKED: Final = 5
+ENCODINGS: Final[dict[int, str]] = {
+    ENCODING_RAW: "raw",
+    ENCODING_ZSTD: "zstd",
+    ENCODING_PLANES: "planes",
+    ENCODING_DELTA: "delta",
+    ENCODING_BITS: "bits",
+    ENCODING_CHUNKED: "chunked",
+}
+"""Frame encodings by code; codes 2 to 5 are for blobs only (format 2)."""
 
 MAX_OBJECT_SIZE: Final = 1 << 36
 """Largest logical size a frame may declare (64 GiB); larger claims are corrupt."""
+MAX_CHUNKED_SIZE: Final = 1 << 48
+"""Largest logical size a chunked frame may declare (256 TiB)."""
+MAX_DELTA_DEPTH: Final = 255
+"""Deepest delta chain a frame may declare."""
+
+DEPENDENCY_PREFIX: Final = FRAME_HEADER_SIZE + ID_SIZE
+"""The bytes of a frame that name a delta frame's base."""
+
+_U64: Final = struct.Struct("<Q")
+_CHUNK_ENTRY: Final = struct.Struct("<32sQ")
 
 _CANONICAL_NAN: Final[float] = struct.unpack(
     "<d", struct.pack("<Q", 0x7FF8000000000000)
@@ -295,8 +366,82 @@ class Frame:
     payload: bytes
 
 
+FramePart: TypeAlias = bytes | memoryview | Bytes
+"""One piece of a frame being written; a frame is the concatenation of its parts."""
+
+
+class FrameSource(Protocol):
+    """Where a frame that names other objects (a delta base, chunks) finds them."""
+
+    def get_framed(self, oid: ObjectId) -> bytes:
+        """Return the stored frame of ``oid``, unverified."""
+        ...
+
+    def describe(self, oid: ObjectId) -> str:
+        """Return where ``oid`` is stored, for messages."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FrameLayout:
+    """A parsed frame: its header fields and the parts of its body.
+
+    Only the structure is checked by parsing; content is checked by decoding.
+
+    Attributes:
+        kind: The object kind.
+        encoding: The encoding code (``ENCODINGS``).
+        size: The payload's length in bytes.
+        body: The bytes after the header.
+        width: Element width of a planes, delta or bits frame (else 1).
+        sections: The sections of a planes, delta or bits frame.
+        base: The base blob of a delta frame.
+        depth: A delta frame's depth (its base's plus one); 0 for the others.
+        pattern: The one nonzero element of a bits frame.
+        chunks: Chunk ids and lengths of a chunked frame, in order.
+    """
+
+    kind: str
+    encoding: int
+    size: int
+    body: memoryview
+    width: int = 1
+    sections: tuple[Section, ...] = ()
+    base: ObjectId | None = None
+    depth: int = 0
+    pattern: bytes = b""
+    chunks: tuple[tuple[ObjectId, int], ...] = ()
+
+    @property
+    def dependencies(self) -> list[ObjectId]:
+        """The objects this frame needs to be read: its base or its chunks."""
+        if self.base is not None:
+            return [self.base]
+        return [oid for oid, _ in self.chunks]
+
+
+def frame_header(kind: str, encoding: int, size: int) -> bytes:
+    """Return the 16-byte header of a frame.
+
+    Raises:
+        InvalidInputError: If ``kind`` or ``encoding`` is unknown, or ``size``
+            is above the encoding's limit.
+    """
+    code = KINDS.get(kind)
+    if code is None:
+        raise InvalidInputError(f"unknown object kind {kind!r}")
+    if encoding not in ENCODINGS:
+        raise InvalidInputError(f"unknown frame encoding {encoding}")
+    limit = MAX_CHUNKED_SIZE if encoding == ENCODING_CHUNKED else MAX_OBJECT_SIZE
+    if size > limit:
+        raise InvalidInputError(
+            f"object of {size} bytes is above the {limit}-byte limit"
+        )
+    return _FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, code, encoding, 0, size)
+
+
 def frame(kind: str, payload: bytes | memoryview, *, level: int = 3) -> bytes:
-    """Wrap an object's bytes in the stored frame, compressed when it pays.
+    """Wrap an object's bytes in a raw or zstandard frame, compressed when it pays.
 
     Args:
         kind: One of ``KINDS``.
@@ -307,54 +452,216 @@ def frame(kind: str, payload: bytes | memoryview, *, level: int = 3) -> bytes:
         The header followed by the raw or compressed payload.
 
     Raises:
-        InvalidInputError: If ``kind`` is unknown.
+        InvalidInputError: If ``kind`` is unknown or the payload too large.
     """
-    code = KINDS.get(kind)
-    if code is None:
-        raise InvalidInputError(f"unknown object kind {kind!r}")
     size = len(payload)
-    if size > MAX_OBJECT_SIZE:
-        raise InvalidInputError(
-            f"object of {size} bytes is above the {MAX_OBJECT_SIZE}-byte limit"
-        )
-    body: bytes | memoryview = payload
-    encoding = ENCODING_RAW
+    header = frame_header(kind, ENCODING_RAW, size)
     if level > 0 and size >= 64:
         packed = zstandard.ZstdCompressor(
             level=level, write_content_size=True
         ).compress(payload)
         if len(packed) < size * _MIN_SAVING:
-            body, encoding = packed, ENCODING_ZSTD
-    header = _FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, code, encoding, 0, size)
-    return header + bytes(body)
+            return frame_header(kind, ENCODING_ZSTD, size) + packed
+    return header + bytes(payload)
 
 
-def unframe(
-    data: bytes | memoryview,
-    *,
-    object_id: ObjectId | None = None,
-    location: str | None = None,
-) -> Frame:
-    """Decode a stored frame and verify its content against its id.
+def planes_frame(
+    data: Bytes, width: int, *, level: int = 1, min_saving: float = 0.95
+) -> list[FramePart]:
+    """Return the parts of a byte-planes frame of blob data (encoding 2).
 
     Args:
-        data: The stored bytes.
-        object_id: The id the frame is stored under; when given, the payload
-            must hash back to it.
-        location: Where the bytes came from, named in errors.
-
-    Returns:
-        The kind and payload.
+        data: The blob's bytes, elements of ``width`` bytes.
+        width: 2, 4 or 8.
+        level: The zstandard level for the planes.
+        min_saving: A plane is compressed only below this share of its size.
 
     Raises:
-        CorruptObjectError: If the header is malformed, the size or encoding is
-            impossible, decompression fails, or the hash does not match.
+        InvalidInputError: If ``width`` is not allowed or does not divide the
+            data.
     """
+    _check_width(width, PLANE_WIDTHS, data.size)
+    parts: list[FramePart] = [
+        frame_header("blob", ENCODING_PLANES, data.size),
+        bytes((width,)),
+    ]
+    for plane in split_planes(data, width):
+        _add_section(parts, plane, level, min_saving)
+    return parts
+
+
+def delta_frame(
+    new: Bytes,
+    old: Bytes,
+    *,
+    base: ObjectId,
+    depth: int,
+    width: int,
+    level: int = 1,
+    min_saving: float = 0.95,
+) -> list[FramePart]:
+    """Return the parts of a delta frame (encoding 3): ``new`` XOR its base.
+
+    Args:
+        new: The blob's bytes.
+        old: The base blob's bytes, as long as ``new``.
+        base: The base blob's id.
+        depth: 1 plus the base's depth (0 unless the base is a delta frame).
+        width: The element width the XOR is split into planes by (1, 2, 4, 8).
+        level: The zstandard level for the planes.
+        min_saving: A plane is compressed only below this share of its size.
+
+    Raises:
+        InvalidInputError: If the lengths differ, the width is not allowed or
+            the depth is outside 1 to 255.
+    """
+    if new.size != old.size:
+        raise InvalidInputError(
+            f"a delta needs a base of {new.size} bytes, got {old.size}"
+        )
+    if not 1 <= depth <= MAX_DELTA_DEPTH:
+        raise InvalidInputError(f"delta depth {depth} is outside 1 to 255")
+    _check_width(width, DELTA_WIDTHS, new.size)
+    parts: list[FramePart] = [
+        frame_header("blob", ENCODING_DELTA, new.size),
+        base.raw,
+        bytes((depth, width)),
+    ]
+    for plane in xor_planes(new, old, width):
+        _add_section(parts, plane, level, min_saving)
+    return parts
+
+
+def bits_frame(
+    data: Bytes, width: int, pattern: bytes, *, level: int = 1
+) -> list[FramePart]:
+    """Return the parts of a packed-bits frame (encoding 4).
+
+    Args:
+        data: The blob's bytes: every element all zero bytes or ``pattern``.
+        width: The element width (1, 2, 4 or 8).
+        pattern: The ``width`` bytes of the one nonzero element.
+        level: The zstandard level tried on the bitmap.
+
+    Raises:
+        InvalidInputError: If the width is not allowed or the pattern has
+            another length.
+    """
+    _check_width(width, BITS_WIDTHS, data.size)
+    if len(pattern) != width:
+        raise InvalidInputError(f"a bit pattern of width {width} has {width} bytes")
+    parts: list[FramePart] = [
+        frame_header("blob", ENCODING_BITS, data.size),
+        bytes((width,)) + pattern,
+    ]
+    _add_section(parts, pack_bits(data, width, pattern), level, _MIN_SAVING)
+    return parts
+
+
+def chunked_frame(size: int, chunks: Sequence[tuple[ObjectId, int]]) -> bytes:
+    """Return a chunked frame (encoding 5): the ids and lengths of its chunks.
+
+    Raises:
+        InvalidInputError: If there is no chunk, a chunk is empty or too large,
+            or the lengths do not add up to ``size``.
+    """
+    if len(chunks) < 2:
+        raise InvalidInputError("a chunked frame needs at least two chunks")
+    if any(not 1 <= length <= MAX_OBJECT_SIZE for _, length in chunks):
+        raise InvalidInputError("every chunk holds 1 byte to 64 GiB")
+    if sum(length for _, length in chunks) != size:
+        raise InvalidInputError(f"chunk lengths do not add up to {size} bytes")
+    table = b"".join(oid.raw + _U64.pack(length) for oid, length in chunks)
+    return frame_header("blob", ENCODING_CHUNKED, size) + _U64.pack(len(chunks)) + table
+
+
+def join_parts(parts: Sequence[FramePart]) -> bytes:
+    """Return the frame made of ``parts`` as one bytes object."""
+    return b"".join(
+        part.data if isinstance(part, np.ndarray) else part for part in parts
+    )
+
+
+def parts_size(parts: Sequence[FramePart]) -> int:
+    """Return the length in bytes of the frame made of ``parts``."""
+    return sum(
+        part.nbytes if isinstance(part, memoryview | np.ndarray) else len(part)
+        for part in parts
+    )
+
+
+def _check_width(width: int, allowed: tuple[int, ...], size: int) -> None:
+    if width not in allowed or size % width:
+        raise InvalidInputError(
+            f"element width {width} is not one of {allowed} or does not divide"
+            f" {size} bytes"
+        )
+
+
+def _add_section(
+    parts: list[FramePart], data: Bytes, level: int, min_saving: float
+) -> None:
+    method, stored = compress_section(data, level=level, min_saving=min_saving)
+    size = stored.size if isinstance(stored, np.ndarray) else len(stored)
+    parts.append(section_header(method, size))
+    parts.append(stored)
+
+
+def _corrupt_factory(
+    object_id: ObjectId | None,
+    location: str | Callable[[], str] | None,
+    suffix: str = "",
+) -> Callable[[str], CorruptObjectError]:
     name = object_id.hex if object_id else None
 
     def corrupt(reason: str) -> CorruptObjectError:
-        return CorruptObjectError(name, reason, location=location)
+        where = location() if callable(location) else location
+        return CorruptObjectError(name, reason + suffix, location=where)
 
+    return corrupt
+
+
+def parse_frame(
+    data: bytes | memoryview,
+    *,
+    object_id: ObjectId | None = None,
+    location: str | Callable[[], str] | None = None,
+) -> FrameLayout:
+    """Check a frame's header and the structure of its body.
+
+    Args:
+        data: The stored bytes.
+        object_id: The id the frame is stored under, named in errors.
+        location: Where the bytes came from (or how to find out), for errors.
+
+    Returns:
+        The layout; its sections and fields are views into ``data``.
+
+    Raises:
+        CorruptObjectError: If the header is malformed or the body does not
+            have the structure its encoding requires.
+    """
+    corrupt = _corrupt_factory(object_id, location)
+    kind, encoding, size = _parse_header(data, corrupt)
+    body = memoryview(data)[FRAME_HEADER_SIZE:]
+    if body.format != "B":
+        body = body.cast("B")
+    layout = FrameLayout(kind=kind, encoding=encoding, size=size, body=body)
+
+    if encoding == ENCODING_RAW:
+        if len(body) != size:
+            raise corrupt(f"payload is {len(body)} bytes, header says {size}")
+        return layout
+    if encoding == ENCODING_ZSTD:
+        return layout
+    if encoding == ENCODING_CHUNKED:
+        return _parse_chunked(layout, corrupt)
+    return _parse_sectioned(layout, corrupt)
+
+
+def _parse_header(
+    data: bytes | memoryview, corrupt: Callable[[str], CorruptObjectError]
+) -> tuple[str, int, int]:
     if len(data) < FRAME_HEADER_SIZE:
         raise corrupt(f"{len(data)} bytes is shorter than a frame header")
     magic, version, code, encoding, reserved, size = _FRAME_HEADER.unpack_from(data)
@@ -365,44 +672,343 @@ def unframe(
     kind = _KIND_BY_CODE.get(code)
     if kind is None:
         raise corrupt(f"unknown kind code {code}")
-    if encoding not in _ENCODINGS:
+    if encoding not in ENCODINGS:
         raise corrupt(f"unknown encoding {encoding}")
-    if size > MAX_OBJECT_SIZE:
+    limit = MAX_CHUNKED_SIZE if encoding == ENCODING_CHUNKED else MAX_OBJECT_SIZE
+    if size > limit:
         raise corrupt(f"declared size {size} exceeds the limit")
-    body = memoryview(data)[FRAME_HEADER_SIZE:]
+    if encoding >= ENCODING_PLANES and kind != "blob":
+        raise corrupt(f"a {kind} cannot use the {ENCODINGS[encoding]} encoding")
+    return kind, encoding, size
 
-    if encoding == ENCODING_RAW:
-        if len(body) != size:
-            raise corrupt(f"payload is {len(body)} bytes, header says {size}")
-        payload = bytes(body)
+
+def _parse_sectioned(
+    layout: FrameLayout, corrupt: Callable[[str], CorruptObjectError]
+) -> FrameLayout:
+    body, size, encoding = layout.body, layout.size, layout.encoding
+    base: ObjectId | None = None
+    depth = 0
+    pattern = b""
+    if encoding == ENCODING_DELTA:
+        if len(body) < ID_SIZE + 2:
+            raise corrupt("delta frame is cut short")
+        base = ObjectId(bytes(body[:ID_SIZE]))
+        depth, width = body[ID_SIZE], body[ID_SIZE + 1]
+        offset, count = ID_SIZE + 2, width
+        allowed: tuple[int, ...] = DELTA_WIDTHS
+        if depth == 0:
+            raise corrupt("delta depth is 0")
     else:
-        payload = _decompress(body, size, corrupt)
+        if len(body) < 1:
+            raise corrupt(f"{ENCODINGS[encoding]} frame is cut short")
+        width = body[0]
+        offset = 1
+        allowed = PLANE_WIDTHS if encoding == ENCODING_PLANES else BITS_WIDTHS
+        count = width if encoding == ENCODING_PLANES else 1
+    if width not in allowed or size % width:
+        raise corrupt(f"element width {width} does not fit {size} bytes")
+    if encoding == ENCODING_BITS:
+        if len(body) < offset + width:
+            raise corrupt("bits frame is cut short")
+        pattern = bytes(body[offset : offset + width])
+        offset += width
+    sections, end = read_sections(body, offset, count, corrupt)
+    if end != len(body):
+        raise corrupt(f"{len(body) - end} bytes after the last section")
+    # every section must be able to fill its share before anything is allocated
+    count_out = size // width
+    expected = (count_out + 7) // 8 if encoding == ENCODING_BITS else count_out
+    for section in sections:
+        check_section_size(section, expected, corrupt)
+    return FrameLayout(
+        kind=layout.kind,
+        encoding=encoding,
+        size=size,
+        body=body,
+        width=width,
+        sections=tuple(sections),
+        base=base,
+        depth=depth,
+        pattern=pattern,
+    )
 
-    if object_id is not None and hash_object(kind, payload) != object_id:
+
+def _parse_chunked(
+    layout: FrameLayout, corrupt: Callable[[str], CorruptObjectError]
+) -> FrameLayout:
+    body = layout.body
+    if len(body) < _U64.size:
+        raise corrupt("chunked frame is cut short")
+    (count,) = _U64.unpack_from(body)
+    # one chunk would have the blob's own id: a chunked frame has two or more
+    if count < 2 or len(body) != _U64.size + count * _CHUNK_ENTRY.size:
+        raise corrupt(f"chunk table of {count} entries does not fill the frame")
+    chunks: list[tuple[ObjectId, int]] = []
+    total = 0
+    for index in range(count):
+        raw, length = _CHUNK_ENTRY.unpack_from(body, _U64.size + index * 40)
+        if not 1 <= length <= MAX_OBJECT_SIZE:
+            raise corrupt(f"chunk {index} claims {length} bytes")
+        chunks.append((ObjectId(raw), length))
+        total += length
+    if total != layout.size:
+        raise corrupt(f"chunks hold {total} bytes, header says {layout.size}")
+    return FrameLayout(
+        kind=layout.kind,
+        encoding=layout.encoding,
+        size=layout.size,
+        body=body,
+        chunks=tuple(chunks),
+    )
+
+
+def frame_dependencies(data: bytes | memoryview) -> list[ObjectId]:
+    """Return the objects a stored frame needs to be read (base or chunks).
+
+    For a delta frame its first ``DEPENDENCY_PREFIX`` bytes suffice; a chunked
+    frame must be whole; other frames need nothing.
+
+    Raises:
+        CorruptObjectError: If the frame (or its start) does not parse.
+    """
+    _, encoding, _ = _parse_header(data, _corrupt_factory(None, None))
+    if encoding == ENCODING_DELTA:
+        if len(data) < DEPENDENCY_PREFIX:
+            raise CorruptObjectError(None, "delta frame is cut short")
+        return [ObjectId(bytes(data[FRAME_HEADER_SIZE:DEPENDENCY_PREFIX]))]
+    if encoding == ENCODING_CHUNKED:
+        return parse_frame(data).dependencies
+    return []
+
+
+def decode_into(
+    oid: ObjectId,
+    out: Bytes,
+    source: FrameSource,
+    *,
+    framed: bytes | None = None,
+    verify: bool = True,
+    chunk: bool = False,
+) -> None:
+    """Decode the blob ``oid`` into ``out`` and check it hashes back to ``oid``.
+
+    A delta frame's chain of bases and a chunked frame's chunks are read from
+    ``source``; the final bytes are verified against ``oid`` (each chunk is
+    verified against its own id too). When they do not verify, the chain is
+    decoded again level by level to name the damaged object.
+
+    Args:
+        oid: The blob's id.
+        out: Exactly the blob's length in bytes, written in place.
+        source: Where the frame and the objects it names are read.
+        framed: The frame of ``oid`` if already read.
+        verify: Check the hash (False only where a caller checks it itself).
+        chunk: ``oid`` is a chunk of a chunked blob, so it must not be chunked.
+
+    Raises:
+        ObjectNotFoundError: If the blob or an object its frame needs is missing.
+        CorruptObjectError: If any frame is damaged or the result does not hash
+            to its id; the error names the damaged object.
+    """
+    _decode_blob(oid, out, source, framed, verify=verify, nested=chunk)
+
+
+def _decode_blob(
+    oid: ObjectId,
+    out: Bytes,
+    source: FrameSource,
+    framed: bytes | memoryview | None,
+    *,
+    verify: bool,
+    nested: bool,
+) -> None:
+    data = framed if framed is not None else _fetch(source, oid)
+    layout = parse_frame(data, object_id=oid, location=lambda: source.describe(oid))
+    corrupt = _corrupt_factory(oid, lambda: source.describe(oid))
+    if layout.kind != "blob":
+        raise corrupt(f"expected a blob, found a {layout.kind}")
+    if layout.size != out.size:
+        raise corrupt(f"holds {layout.size} bytes where {out.size} are needed")
+    if layout.encoding == ENCODING_CHUNKED:
+        if nested:
+            raise corrupt("a chunk is itself chunked")
+        offset = 0
+        for chunk, length in layout.chunks:
+            piece = out[offset : offset + length]
+            _decode_blob(chunk, piece, source, None, verify=True, nested=True)
+            offset += length
+    else:
+        _decode_chain(oid, layout, out, source)
+    if verify and hash_object("blob", out.data) != oid:
+        _name_damaged(oid, layout, out.size, source)
         raise corrupt("content does not hash to its id")
-    return Frame(kind=kind, payload=payload)
 
 
-def _decompress(
-    body: memoryview, size: int, corrupt: Callable[[str], CorruptObjectError]
-) -> bytes:
-    # the header's size bounds the output: a frame cannot make us allocate more
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise corrupt(f"bad zstandard frame ({exc})") from exc
-    if declared != size:
-        raise corrupt(f"compressed frame declares {declared} bytes, header says {size}")
-    # one frame exactly: bytes after it would pass the hash check unnoticed
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        payload: bytes = decompressor.decompress(body)
-    except zstandard.ZstdError as exc:
-        raise corrupt(f"bad zstandard data ({exc})") from exc
-    if not decompressor.eof:
-        raise corrupt("compressed frame is truncated")
-    if decompressor.unused_data:
-        raise corrupt(f"{len(decompressor.unused_data)} bytes after the frame")
-    if len(payload) != size:
-        raise corrupt(f"payload is {len(payload)} bytes, header says {size}")
-    return payload
+def _fetch(source: FrameSource, oid: ObjectId) -> bytes | memoryview:
+    # a store that maps its files hands out views: large frames are not copied
+    viewer = getattr(source, "get_frame_view", None)
+    if callable(viewer):
+        found: bytes | memoryview = viewer(oid)
+        return found
+    return source.get_framed(oid)
+
+
+def _decode_chain(
+    oid: ObjectId, layout: FrameLayout, out: Bytes, source: FrameSource
+) -> None:
+    # the XOR of every delta of the chain is summed up in byte planes (XOR
+    # commutes with the split), then applied to the base once
+    if layout.encoding != ENCODING_DELTA:
+        _decode_whole(layout, out, _corrupt_factory(oid, lambda: source.describe(oid)))
+        return
+    width = layout.width
+    count = out.size // width
+    acc = np.empty((width, count), dtype=np.uint8)
+    current_id, current, first = oid, layout, True
+    while current.encoding == ENCODING_DELTA:
+        corrupt = _corrupt_factory(
+            current_id,
+            lambda current_id=current_id: source.describe(current_id),  # type: ignore[misc]
+            "" if current_id == oid else f" (in the delta chain of {oid.hex})",
+        )
+        if current.width != width:
+            raise corrupt(f"delta width {current.width} differs from {width}")
+        for plane, section in enumerate(current.sections):
+            if first:
+                section_into(section, acc[plane], corrupt)
+            else:
+                xor_section_into(section, acc[plane], corrupt)
+        first = False
+        base_id = cast(ObjectId, current.base)
+        base = parse_frame(
+            _fetch(source, base_id),
+            object_id=base_id,
+            location=lambda base_id=base_id: source.describe(base_id),  # type: ignore[misc]
+        )
+        if base.kind != "blob" or base.size != current.size:
+            raise corrupt(f"delta base {base_id.hex} is not a blob of its size")
+        if base.encoding == ENCODING_CHUNKED:
+            raise corrupt(f"delta base {base_id.hex} is chunked")
+        expected = current.depth - 1
+        if (base.encoding == ENCODING_DELTA) != (expected > 0) or (
+            base.encoding == ENCODING_DELTA and base.depth != expected
+        ):
+            raise corrupt(
+                f"delta depth {current.depth} does not follow its base's depth"
+                f" {base.depth}"
+            )
+        current_id, current = base_id, base
+
+    corrupt = _corrupt_factory(
+        current_id,
+        lambda: source.describe(current_id),
+        f" (in the delta chain of {oid.hex})",
+    )
+    if current.encoding == ENCODING_PLANES and current.width == width:
+        for plane, section in enumerate(current.sections):
+            xor_section_into(section, acc[plane], corrupt)
+        join_planes_into(list(acc), width, out)
+    else:
+        _decode_whole(current, out, corrupt)
+        xor_planes_into(list(acc), width, out)
+
+
+def _decode_whole(
+    layout: FrameLayout, out: Bytes, corrupt: Callable[[str], CorruptObjectError]
+) -> None:
+    encoding = layout.encoding
+    if encoding == ENCODING_RAW:
+        np.copyto(out, np.frombuffer(layout.body, dtype=np.uint8))
+    elif encoding == ENCODING_ZSTD:
+        zstd_decompress_into(layout.body, out, corrupt)
+    elif encoding == ENCODING_PLANES:
+        # one plane at a time: a decoded section lives in a reused buffer
+        count = layout.size // layout.width
+        grid = out.reshape(-1, layout.width)
+        for plane, section in enumerate(layout.sections):
+            grid[:, plane] = section_bytes(section, count, corrupt)
+    elif encoding == ENCODING_BITS:
+        count = layout.size // layout.width
+        bitmap = section_bytes(layout.sections[0], (count + 7) // 8, corrupt)
+        unpack_bits_into(bitmap, layout.width, layout.pattern, out, corrupt)
+    else:
+        raise corrupt(f"encoding {ENCODINGS[encoding]} cannot be decoded here")
+
+
+def _name_damaged(
+    oid: ObjectId, layout: FrameLayout, size: int, source: FrameSource
+) -> None:
+    # the result did not verify: decode the bases of the chain again, bottom
+    # up, each checked against its own id, and name the first that fails
+    chain: list[ObjectId] = []
+    current = layout
+    while current.base is not None:
+        chain.append(current.base)
+        current = parse_frame(source.get_framed(current.base), object_id=current.base)
+    scratch = np.empty(size, dtype=np.uint8)
+    for member in reversed(chain):
+        try:
+            _decode_blob(member, scratch, source, None, verify=True, nested=True)
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(
+                exc.object_id,
+                f"{exc.reason} (in the delta chain of {oid.hex})",
+                location=exc.location,
+            ) from exc
+
+
+def unframe(
+    data: bytes | memoryview,
+    *,
+    object_id: ObjectId | None = None,
+    location: str | None = None,
+    source: FrameSource | None = None,
+) -> Frame:
+    """Decode a stored frame and verify its content against its id.
+
+    Args:
+        data: The stored bytes.
+        object_id: The id the frame is stored under; when given, the payload
+            must hash back to it.
+        location: Where the bytes came from, named in errors.
+        source: Where a delta frame's base or a chunked frame's chunks are read;
+            needed only for those two encodings.
+
+    Returns:
+        The kind and payload.
+
+    Raises:
+        CorruptObjectError: If the header or body is malformed, decompression
+            fails, or the hash does not match.
+        InvalidInputError: If the frame names other objects and no ``source``
+            was given.
+    """
+    layout = parse_frame(data, object_id=object_id, location=location)
+    corrupt = _corrupt_factory(object_id, location)
+    if layout.encoding == ENCODING_RAW:
+        payload = bytes(layout.body)
+    elif layout.encoding == ENCODING_ZSTD:
+        payload = zstd_decompress(layout.body, layout.size, corrupt)
+    elif layout.encoding in (ENCODING_DELTA, ENCODING_CHUNKED):
+        if source is None or object_id is None:
+            raise InvalidInputError(
+                f"a {ENCODINGS[layout.encoding]} frame names other objects: read it"
+                " with its id through its store"
+            )
+        # the chunks must exist and hold what the table claims before the
+        # whole is allocated: a small damaged table cannot claim terabytes
+        for chunk, length in layout.chunks:
+            found = parse_frame(source.get_framed(chunk), object_id=chunk)
+            if found.size != length:
+                raise corrupt(f"chunk {chunk.hex} holds {found.size}, not {length}")
+        out = np.empty(layout.size, dtype=np.uint8)
+        decode_into(object_id, out, source, framed=bytes(data))
+        return Frame(kind=layout.kind, payload=out.tobytes())
+    else:
+        out = np.empty(layout.size, dtype=np.uint8)
+        _decode_whole(layout, out, corrupt)
+        payload = out.tobytes()
+
+    if object_id is not None and hash_object(layout.kind, payload) != object_id:
+        raise corrupt("content does not hash to its id")
+    return Frame(kind=layout.kind, payload=payload)

@@ -19,10 +19,13 @@ __all__ = [
     "RevisionNotFoundError",
     "AmbiguousRevisionError",
     "ObjectNotFoundError",
+    "EpochIncompleteError",
     "CorruptObjectError",
     "RefConflictError",
+    "NonFastForwardError",
     "MetricConflictError",
     "BackendUnavailableError",
+    "WeightsDroppedError",
 ]
 
 
@@ -117,6 +120,29 @@ class ObjectNotFoundError(MvcError):
         self.location = location
 
 
+class EpochIncompleteError(ObjectNotFoundError):
+    """A commit found an object of its epoch gone just before moving its ref.
+
+    Garbage collection may remove an old unreferenced object that a commit in
+    progress reused; the commit then refuses to move its ref rather than leave
+    it pointing at an epoch with a missing object.
+    """
+
+    def __init__(
+        self, object_id: str, *, epoch: str, location: str | None = None
+    ) -> None:
+        where = f" (looked in {location})" if location else ""
+        MvcError.__init__(
+            self,
+            f"epoch {epoch} was not committed: object {object_id} it needs is"
+            f" missing{where}",
+            hint="commit again: the missing objects are written anew",
+        )
+        self.object_id = object_id
+        self.location = location
+        self.epoch = epoch
+
+
 class CorruptObjectError(MvcError):
     """Stored or received bytes do not decode, or do not hash back to their id."""
 
@@ -161,6 +187,27 @@ class RefConflictError(MvcError):
         self.proposed = proposed
 
 
+class NonFastForwardError(MvcError):
+    """A push would move a remote's session off epochs only the remote has.
+
+    The remote's head is not an ancestor of the epoch pushed, so moving the
+    remote's session there would leave the remote's own epochs behind.
+    """
+
+    def __init__(self, *, remote: str, session: str, theirs: str, ours: str) -> None:
+        super().__init__(
+            f"push of session {session!r} to remote {remote!r} refused: its head"
+            f" there, epoch {theirs}, is not an ancestor of epoch {ours}"
+            " (non-fast-forward)",
+            hint=f"pull first ('mvc pull {remote} {session}'), or --force to"
+            " replace the remote's head and leave its epochs unreferenced",
+        )
+        self.remote = remote
+        self.session = session
+        self.theirs = theirs
+        self.ours = ours
+
+
 class MetricConflictError(MvcError):
     """A metric value was logged again with a different value."""
 
@@ -189,3 +236,22 @@ class BackendUnavailableError(MvcError):
         )
         self.uri = uri
         self.reason = reason
+
+
+class WeightsDroppedError(InvalidInputError):
+    """An epoch's weights were dropped by a retention policy (``mvc retain``).
+
+    The epoch record, its graph and its metric documents remain; its weights
+    and training state do not.
+    """
+
+    def __init__(self, epoch: str, *, dropped_at: str, policy: str) -> None:
+        super().__init__(
+            f"the weights of epoch {epoch} were dropped at {dropped_at} by retain"
+            f" policy '{policy}'",
+            hint="check out an epoch that kept its weights; 'mvc show' still"
+            " shows this one's record and metrics",
+        )
+        self.epoch = epoch
+        self.dropped_at = dropped_at
+        self.policy = policy

@@ -10,30 +10,44 @@ repository (``MVC_DIR``); it never prints.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, cast
 
 from mvcstore import lineage
-from mvcstore.arrays import RawTensor, adapter_for, to_raw
-from mvcstore.codec import ObjectId, Value, canonical, frame, hash_object, unframe
+from mvcstore.arrays import (
+    AllocatingAdapter,
+    RawTensor,
+    adapter_for,
+    allocate_numpy,
+    to_raw,
+)
+from mvcstore.codec import ObjectId, Value, canonical, unframe
+from mvcstore.diff import EpochDiff, diff_epochs
+from mvcstore.encodings import Bytes, as_bytes
 from mvcstore.errors import (
     AmbiguousRevisionError,
+    BackendUnavailableError,
     CorruptObjectError,
+    EpochIncompleteError,
     InvalidInputError,
     MvcError,
     ObjectNotFoundError,
     RepositoryFormatError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+    WeightsDroppedError,
 )
 from mvcstore.metrics.base import (
     MetricDoc,
@@ -42,7 +56,7 @@ from mvcstore.metrics.base import (
     check_metric_name,
     check_value,
 )
-from mvcstore.metrics.sqlite import SqliteMetricsIndex
+from mvcstore.metrics.registry import open_metrics_index
 from mvcstore.objects import (
     Blob,
     Epoch,
@@ -50,10 +64,10 @@ from mvcstore.objects import (
     State,
     StoredObject,
     Tensor,
-    children_of,
     decode_object,
 )
 from mvcstore.refs import (
+    REMOTE_PREFIX,
     SESSION_PREFIX,
     TAG_PREFIX,
     check_name,
@@ -66,18 +80,31 @@ from mvcstore.refs import (
 from mvcstore.stores.base import (
     EpochEntry,
     EpochIndex,
+    ObjectBatch,
     ObjectStore,
     OpenEpoch,
     RefStore,
     get_object,
+    open_batch,
     put_object,
 )
-from mvcstore.stores.local import (
-    LocalObjectStore,
-    SqliteDatabase,
-    SqliteEpochIndex,
-    SqliteRefStore,
+from mvcstore.stores.blobs import (
+    DeltaCache,
+    StorageOptions,
+    read_blobs,
+    write_tensors,
 )
+from mvcstore.stores.liveness import (
+    DropLog,
+    DroppedEpoch,
+    ObjectStats,
+    frame_dependencies,
+    references,
+)
+from mvcstore.stores.local import LocalObjectStore
+from mvcstore.stores.registry import LOCAL, check_uri, open_stores
+from mvcstore.stores.registry import PARTS as BACKEND_PARTS
+from mvcstore.stores.stats import RepoStats, UsageReader
 
 __all__ = [
     "FORMAT_VERSION",
@@ -88,20 +115,22 @@ __all__ = [
     "FsckProblem",
     "FsckReport",
     "find_repository",
+    "check_database",
     "epoch_to_json",
     "json_safe",
 ]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION: Final = 1
-"""The repository format this code reads and writes."""
+FORMAT_VERSION: Final = 2
+"""The repository format this code writes; it also reads and writes format 1."""
 
 REPO_DIR: Final = ".mvc"
 CONFIG_FILE: Final = "config.json"
+LOCK_FILE: Final = "gc.lock"
+"""Orders gc's deletions against the last step of commits (``deletion_lock``)."""
+DATABASE_FILES: Final = ("index.sqlite", "metrics.sqlite")
 FORMAT_NAME: Final = "mvcstore"
-_DATA_LEVEL: Final = 1
-"""zstandard level for tensor data: fast, since weights compress little."""
 _META_LEVEL: Final = 3
 
 
@@ -295,22 +324,41 @@ class Repo:
         self.metrics_index = metrics
         self._closers = list(closers)
         self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
+        self.format_version = FORMAT_VERSION
+        """The format of the repository, which is the format written."""
+        self.storage = StorageOptions()
+        """How tensor data is stored (encodings, chunks, deltas); never an id."""
 
     # -- opening ---------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".", *, durable: bool = True) -> Repo:
+    def init(
+        cls,
+        path: str | os.PathLike[str] = ".",
+        *,
+        durable: bool = True,
+        objects: str = LOCAL,
+        refs: str = LOCAL,
+        metrics: str = LOCAL,
+    ) -> Repo:
         """Create a repository in ``path``/.mvc and open it.
 
         Args:
             path: The folder to hold ``.mvc``; created if missing.
             durable: When False, nothing is fsynced (for throwaway repositories).
+            objects: Where objects live: ``local``, ``gs://BUCKET/PREFIX`` or
+                ``mongodb://HOST:PORT/DATABASE``.
+            refs: Where refs and the epoch index live: ``local`` or
+                ``mongodb://HOST:PORT/DATABASE``.
+            metrics: Where metric documents live: ``local``,
+                ``es+http://HOST:PORT/INDEX`` or ``os+http://HOST:PORT/INDEX``.
 
         Returns:
             The open repository.
 
         Raises:
-            InvalidInputError: If a repository already exists there.
+            InvalidInputError: If a repository already exists there, or a URI
+                is malformed or holds credentials.
         """
         root = Path(path) / REPO_DIR
         if (root / CONFIG_FILE).exists():
@@ -318,14 +366,24 @@ class Repo:
                 f"a repository already exists at {root}",
                 hint="use it as it is, or remove the folder first",
             )
-        (root / "objects").mkdir(parents=True, exist_ok=True)
-        (root / "tmp").mkdir(exist_ok=True)
+        # URIs are checked before anything is created; none holds a secret
+        backends = {
+            "objects": check_uri("objects", objects),
+            "refs": check_uri("refs", refs),
+            "metrics": check_uri("metrics", metrics),
+        }
+        try:
+            (root / "objects").mkdir(parents=True, exist_ok=True)
+            (root / "tmp").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot create a repository at {root}: {exc.strerror or exc}",
+                hint="choose a folder you can write to",
+            ) from exc
         config = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
-            "objects": "local",
-            "refs": "local",
-            "metrics": "local",
+            **backends,
         }
         # the config is written last: a folder without it is not a repository yet
         repo = cls._open_local(root, config, durable=durable)
@@ -349,13 +407,64 @@ class Repo:
     ) -> Repo:
         """Open the repository at or above ``path`` (or ``MVC_DIR``, or cwd).
 
+        A format 1 repository is read, and written in format 1 (whole frames,
+        loose files) so that mvcstore 0.1 still reads it, until
+        ``upgrade_format`` moves it to format 2.
+
         Raises:
             RepositoryNotFoundError: If there is none.
             RepositoryFormatError: If its format is unknown or newer.
         """
         root = find_repository(Path(path) if path is not None else None)
         config = cls._read_config(root)
-        return cls._open_local(root, config, durable=durable)
+        repo = cls._open_local(root, config, durable=durable)
+        version = config.get("version")
+        if isinstance(version, int) and version < FORMAT_VERSION:
+            repo._use_format(version)
+        return repo
+
+    def _use_format(self, version: int) -> None:
+        # format 1 knows raw and zstandard frames in loose files only
+        self.format_version = version
+        if version < 2:
+            self.storage = replace(self.storage, encodings=False, max_delta_depth=0)
+            if isinstance(self.objects, LocalObjectStore):
+                self.objects.use_packs = False
+
+    def upgrade_format(self) -> None:
+        """Move a format 1 repository to format 2; nothing stored is rewritten.
+
+        Every format 1 frame is a valid format 2 frame, so only the version in
+        ``config.json`` changes; from then on commits use packs and the new
+        encodings, and mvcstore 0.1 refuses the repository.
+
+        Raises:
+            RepositoryFormatError: If the config cannot be read or written.
+        """
+        config_path = self.path / CONFIG_FILE
+        config = self._read_config(self.path)
+        if config.get("version") == FORMAT_VERSION:
+            return
+        config["version"] = FORMAT_VERSION
+        tmp = self.path / f"{CONFIG_FILE}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, config_path)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            raise RepositoryFormatError(
+                f"cannot write {config_path}: {exc.strerror or exc}",
+                path=str(config_path),
+                hint="check the permissions of the repository folder",
+            ) from exc
+        self.format_version = FORMAT_VERSION
+        self.storage = StorageOptions()
+        if isinstance(self.objects, LocalObjectStore):
+            self.objects.use_packs = True
+        logger.info("upgraded repository %s to format %d", self.path, FORMAT_VERSION)
 
     @staticmethod
     def _read_config(root: Path) -> dict[str, object]:
@@ -385,29 +494,45 @@ class Repo:
                 path=str(config_path),
                 hint="upgrade mvcstore to a release that reads this format",
             )
-        for part in ("objects", "refs", "metrics"):
-            if config.get(part, "local") != "local":
+        for part in BACKEND_PARTS:
+            value = config.get(part, LOCAL)
+            try:
+                check_uri(part, value if isinstance(value, str) else "")
+            except InvalidInputError as exc:
                 raise RepositoryFormatError(
-                    f"repository {part} backend {config.get(part)!r} is not available"
-                    " in this release",
+                    f"repository {part} backend in {config_path} is not usable:"
+                    f" {exc.message}",
                     path=str(config_path),
-                    hint="open the repository with a release that has that backend",
-                )
+                    hint="fix the URI in the config, or open the repository with a"
+                    " release that has that backend",
+                ) from exc
         return config
 
     @classmethod
     def _open_local(
         cls, root: Path, config: Mapping[str, object], *, durable: bool
     ) -> Repo:
-        db = SqliteDatabase(root / "index.sqlite", durable=durable)
-        metrics = SqliteMetricsIndex(root / "metrics.sqlite", durable=durable)
+        # each part from its config entry: embedded ("local") or a backend URI
+        stores = open_stores(
+            config, root=root, durable=durable, session_prefix=SESSION_PREFIX
+        )
+        try:
+            metrics, metric_closers = open_metrics_index(
+                str(config.get("metrics", LOCAL)), root=root, durable=durable
+            )
+        except MvcError:
+            for closer in stores.closers:
+                close = getattr(closer, "close", None)
+                if callable(close):
+                    close()
+            raise
         return cls(
             root,
-            objects=LocalObjectStore(root / "objects", root / "tmp", durable=durable),
-            refs=SqliteRefStore(db),
-            index=SqliteEpochIndex(db),
+            objects=stores.objects,
+            refs=stores.refs,
+            index=stores.index,
             metrics=metrics,
-            closers=[db, metrics],
+            closers=[*stores.closers, *metric_closers],
         )
 
     def close(self) -> None:
@@ -463,6 +588,9 @@ class Repo:
     ) -> dict[str, RawTensor]:
         """Read a state's tensors as raw tensors, verifying every object.
 
+        The data is decoded in parallel straight into new NumPy buffers (the
+        raw tensors' ``data`` views them, writable).
+
         Args:
             oid: The state's id.
             names: Only these tensors (all when None).
@@ -470,6 +598,15 @@ class Repo:
         Raises:
             InvalidInputError: If a requested name is not in the state.
         """
+        loaded = self._read_state(oid, names, allocate_numpy)
+        return {name: raw for name, (_, raw) in loaded.items()}
+
+    def _read_state(
+        self,
+        oid: ObjectId,
+        names: Iterable[str] | None,
+        allocate: Callable[[str, tuple[int, ...]], tuple[object, memoryview]],
+    ) -> dict[str, tuple[object, RawTensor]]:
         obj = self.get(oid)
         if not isinstance(obj, State):
             raise CorruptObjectError(oid.hex, f"expected a state, found a {obj.kind}")
@@ -477,32 +614,46 @@ class Repo:
         missing = [name for name in wanted if name not in obj.tensors]
         if missing:
             raise InvalidInputError(f"state {oid.short()} has no tensor {missing[0]!r}")
-        loaded = self._pool.map(
-            lambda name: self._read_tensor(obj.tensors[name]), wanted
-        )
-        return dict(zip(wanted, loaded, strict=True))
+        tensors = [self._read_tensor(obj.tensors[name]) for name in wanted]
 
-    def _read_tensor(self, oid: ObjectId) -> RawTensor:
+        # every buffer first, then all blobs decoded into them in parallel
+        out: dict[str, tuple[object, RawTensor]] = {}
+        jobs: list[tuple[ObjectId, Bytes]] = []
+        for name, tensor in zip(wanted, tensors, strict=True):
+            array, view = allocate(tensor.dtype, tensor.shape)
+            out[name] = (array, RawTensor(tensor.dtype, tensor.shape, view))
+            jobs.append((tensor.data, as_bytes(view)))
+        read_blobs(jobs, store=self.objects, pool=self._pool)
+
+        # a bool array holding another byte would break the arrays built on it
+        for (blob, data), tensor in zip(jobs, tensors, strict=True):
+            if tensor.dtype == "BOOL" and data.size and int(data.max()) > 1:
+                raise CorruptObjectError(
+                    blob.hex,
+                    "bool tensor data holds a byte other than 0 or 1",
+                    location=self.objects.describe(blob),
+                )
+        return out
+
+    def _read_tensor(self, oid: ObjectId) -> Tensor:
         tensor = self.get(oid)
         if not isinstance(tensor, Tensor):
             raise CorruptObjectError(
                 oid.hex, f"expected a tensor, found a {tensor.kind}"
             )
-        blob = self.get(tensor.data)
-        if not isinstance(blob, Blob) or len(blob.data) != tensor.nbytes:
-            raise CorruptObjectError(
-                tensor.data.hex,
-                f"tensor {oid.short()} needs {tensor.nbytes} bytes of data",
-                location=self.objects.describe(tensor.data),
-            )
-        return RawTensor(
-            dtype=tensor.dtype, shape=tensor.shape, data=memoryview(blob.data)
-        )
+        return tensor
 
-    def write_state(self, tensors: Mapping[str, object]) -> ObjectId:
+    def write_state(
+        self, tensors: Mapping[str, object], *, batch: ObjectBatch | None = None
+    ) -> ObjectId:
         """Store tensors (NumPy arrays, torch tensors or raw) as one state.
 
         Unchanged tensors cost nothing: their data id is already stored.
+
+        Args:
+            tensors: Tensor name to array.
+            batch: Write into this batch (committed by the caller); when None
+                the state is written and made durable on its own.
 
         Returns:
             The state's id.
@@ -510,6 +661,26 @@ class Repo:
         Raises:
             InvalidInputError: If a name or value cannot be stored.
         """
+        own = open_batch(self.objects) if batch is None else None
+        try:
+            oid = self._write_state(tensors, batch=own or batch)
+            if own is not None:
+                own.commit()
+        except BaseException:
+            if own is not None:
+                own.abort()
+            raise
+        return oid
+
+    def _write_state(
+        self,
+        tensors: Mapping[str, object],
+        *,
+        batch: ObjectBatch | None,
+        role: str = "",
+        parent: ObjectId | None = None,
+        cache: DeltaCache | None = None,
+    ) -> ObjectId:
         if not isinstance(tensors, Mapping):
             raise InvalidInputError(
                 f"a state maps names to tensors, got {type(tensors).__name__}"
@@ -517,30 +688,58 @@ class Repo:
         items = [
             (_check_tensor_name(name), to_raw(value)) for name, value in tensors.items()
         ]
-        ids = list(self._pool.map(self._write_tensor, [raw for _, raw in items]))
+        target = batch if batch is not None else open_batch(self.objects)
+        records = write_tensors(
+            items,
+            role=role,
+            parent=self._parent_tensors(parent) if parent is not None else None,
+            cache=cache,
+            batch=target,
+            store=self.objects,
+            options=self.storage,
+            pool=self._pool,
+        )
+        # small objects, mostly Python work: threads would only take turns
+        ids = [put_object(target, record, level=0) for record in records]
         state = State(
             tensors={name: oid for (name, _), oid in zip(items, ids, strict=True)}
         )
-        return put_object(self.objects, state, level=_META_LEVEL)
+        return put_object(target, state, level=_META_LEVEL)
 
-    def _write_tensor(self, raw: RawTensor) -> ObjectId:
-        data = raw.data.cast("B") if raw.data.format != "B" else raw.data
-        blob_id = hash_object("blob", data)
-        if blob_id not in self.objects.has_many([blob_id]):
-            self.objects.put_if_absent(blob_id, frame("blob", data, level=_DATA_LEVEL))
-        tensor = Tensor(
-            dtype=raw.dtype, shape=raw.shape, data=blob_id, nbytes=data.nbytes
-        )
-        return put_object(self.objects, tensor, level=0)
+    def _parent_tensors(self, state_id: ObjectId) -> Callable[[str], Tensor | None]:
+        # the parent's tensors are read only when a delta base is looked for
+        found: dict[str, ObjectId] = {}
+        loaded = False
 
-    def write_graph(self, graph: Graph | Mapping[str, object]) -> ObjectId:
+        def lookup(name: str) -> Tensor | None:
+            nonlocal loaded
+            if not loaded:
+                state = self.get(state_id)
+                if isinstance(state, State):
+                    found.update(state.tensors)
+                loaded = True
+            oid = found.get(name)
+            if oid is None:
+                return None
+            tensor = self.get(oid)
+            return tensor if isinstance(tensor, Tensor) else None
+
+        return lookup
+
+    def write_graph(
+        self, graph: Graph | Mapping[str, object], *, batch: ObjectBatch | None = None
+    ) -> ObjectId:
         """Store a graph (a ``Graph`` or its JSON form).
+
+        Args:
+            graph: The graph.
+            batch: Write into this batch (committed by the caller), if given.
 
         Raises:
             InvalidInputError: If it is not a valid graph.
         """
         value = graph if isinstance(graph, Graph) else Graph.from_value(graph)
-        return put_object(self.objects, value, level=_META_LEVEL)
+        return put_object(batch or self.objects, value, level=_META_LEVEL)
 
     # -- refs and revisions ----------------------------------------------
 
@@ -606,7 +805,11 @@ class Repo:
             return head
         candidates: list[tuple[str, ObjectId]] = []
         if not is_hex_prefix(base) or len(base) < 64:
-            for ref in (SESSION_PREFIX + base, TAG_PREFIX + base):
+            names = [SESSION_PREFIX + base, TAG_PREFIX + base]
+            if base.startswith(REMOTE_PREFIX):
+                # a tracking ref is named in full: remotes/NAME/SESSION
+                names.append(base)
+            for ref in names:
                 target = self.refs.get(ref) if _valid_name(base) else None
                 if target is not None:
                     candidates.append((ref, target))
@@ -677,8 +880,19 @@ class Repo:
             InvalidNameError: If the name breaks the naming rules.
         """
         session_ref(name)
+        self._refuse_name_of_other_kind(name, TAG_PREFIX)
         self.refs.set_head(name)
         return Session(self, name)
+
+    def _refuse_name_of_other_kind(self, name: str, other_prefix: str) -> None:
+        # a session and a tag of one name would make that name ambiguous forever
+        if self.refs.get(other_prefix + name) is not None:
+            kind = "tag" if other_prefix == TAG_PREFIX else "session"
+            remove = "mvc tag -d" if kind == "tag" else "mvc branch -d"
+            raise InvalidInputError(
+                f"a {kind} named {name!r} already exists",
+                hint=f"choose another name, or remove the {kind}: '{remove} {name}'",
+            )
 
     def fork(self, name: str, *, at: str) -> Session:
         """Create session ``name`` at revision ``at`` and make it current.
@@ -704,6 +918,7 @@ class Repo:
             InvalidInputError: If a session of that name exists.
         """
         ref = session_ref(name)
+        self._refuse_name_of_other_kind(name, TAG_PREFIX)
         target = self.resolve_id(at)
         if self.refs.get(ref) is not None:
             raise InvalidInputError(
@@ -739,6 +954,7 @@ class Repo:
             InvalidInputError: If the tag exists and ``force`` is False.
         """
         ref = tag_ref(name)
+        self._refuse_name_of_other_kind(name, SESSION_PREFIX)
         target = self.resolve_id(revision)
         current = self.refs.get(ref)
         if current is not None and not force:
@@ -805,18 +1021,72 @@ class Repo:
             The epoch, its state, graph and extra states.
         """
         epoch = self.resolve(revision)
-        convert = (lambda raw: raw) if as_ == "raw" else adapter_for(as_).from_raw
-        state: dict[str, object] = {}
-        if epoch.state is not None:
-            state = {
-                name: convert(raw) for name, raw in self.read_state(epoch.state).items()
-            }
-        extra = {
-            role: {name: convert(raw) for name, raw in self.read_state(oid).items()}
-            for role, oid in epoch.extra.items()
-        }
+        self.check_weights_kept(epoch)
+        adapter = None if as_ == "raw" else adapter_for(as_)
+        # decode straight into the framework's arrays when its adapter can make
+        # them; otherwise into NumPy buffers that ``from_raw`` converts
+        allocate: Callable[[str, tuple[int, ...]], tuple[object, memoryview]]
+        allocate = allocate_numpy
+        direct = adapter is not None and isinstance(adapter, AllocatingAdapter)
+        if direct and isinstance(adapter, AllocatingAdapter):
+            allocate = adapter.allocate
+
+        def convert(array: object, raw: RawTensor) -> object:
+            if adapter is None:
+                return raw
+            return array if direct else adapter.from_raw(raw)
+
+        def read(oid: ObjectId) -> dict[str, object]:
+            loaded = self._read_state(oid, None, allocate)
+            return {name: convert(array, raw) for name, (array, raw) in loaded.items()}
+
+        state = read(epoch.state) if epoch.state is not None else {}
+        extra = {role: read(oid) for role, oid in epoch.extra.items()}
         graph = self.read_graph(epoch.graph) if epoch.graph is not None else None
         return Checkout(epoch=epoch, state=state, graph=graph, extra=extra)
+
+    def stats(
+        self, revision: str | None = None, *, all_refs: bool = False
+    ) -> RepoStats:
+        """Return what the epochs of a revision hold and what they cost.
+
+        Logical bytes (every epoch's tensors as if stored whole), unique bytes
+        (after deduplication) and stored bytes (every frame the epochs need),
+        with the ratios from deduplication, deltas and compression; in total
+        and per session (the epochs committed on it).
+
+        Args:
+            revision: The epochs reachable from it; HEAD when None.
+            all_refs: Every epoch reachable from any session or tag instead.
+
+        Raises:
+            RevisionNotFoundError: If the revision names no epoch.
+            ObjectNotFoundError: If an object the epochs need is missing.
+            CorruptObjectError: If one does not verify.
+        """
+        heads = self.heads() if all_refs else [self.resolve_id(revision or "HEAD")]
+        entries = self.index.get_many(lineage.reachable(self.index, heads))
+        dropped = set(self.dropped_epochs(entries))
+        by_session: dict[str, list[ObjectId]] = {}
+        for entry in sorted(entries.values(), key=lambda e: (e.time_ns, e.id)):
+            by_session.setdefault(entry.session, []).append(entry.id)
+        reader = UsageReader(self.objects)
+        return RepoStats(
+            total=reader.usage(entries, dropped=dropped),
+            sessions={
+                name: reader.usage(ids, dropped=dropped)
+                for name, ids in sorted(by_session.items())
+            },
+        )
+
+    def diff(self, rev1: str, rev2: str) -> EpochDiff:
+        """Compare two epochs' graphs and weights (see ``mvcstore.diff``).
+
+        Raises:
+            RevisionNotFoundError: If a revision names no epoch.
+            CorruptObjectError: If an object read does not verify.
+        """
+        return diff_epochs(self, rev1, rev2)
 
     # -- metric documents ------------------------------------------------
 
@@ -868,6 +1138,8 @@ class Repo:
         max_step: int | None = None,
     ) -> list[MetricDoc]:
         """Return the metric documents of a revision's view, by step then name."""
+        if isinstance(names, str):
+            names = [names]
         uids = self.view_uids(revision)
         return list(
             self.metrics_index.query(
@@ -892,26 +1164,59 @@ class Repo:
         report = FsckReport()
         valid: dict[ObjectId, StoredObject] = {}
         bad: dict[ObjectId, FsckProblem] = {}
+        report.problems.extend(self._database_problems())
+
+        # packs as files: indexes, headers, records; a pack without an index
+        # is what a crash between the two leaves, garbage and not damage
+        garbage = 0
+        check_packs = getattr(self.objects, "check_packs", None)
+        if callable(check_packs):
+            faults, garbage = check_packs()
+            for faulty, detail in faults:
+                if faulty is None:
+                    report.problems.append(FsckProblem("corrupt", None, detail))
+                else:
+                    bad.setdefault(faulty, FsckProblem("corrupt", faulty.hex, detail))
+
         for oid in self.objects.iter_ids():
             report.objects += 1
             try:
                 framed = self.objects.get_framed(oid)
                 decoded = unframe(
-                    framed, object_id=oid, location=self.objects.describe(oid)
+                    framed,
+                    object_id=oid,
+                    location=self.objects.describe(oid),
+                    source=self.objects,
                 )
-                valid[oid] = decode_object(decoded.kind, decoded.payload, oid=oid)
+                # a blob's bytes are not kept: the walk needs its frame's links
+                valid[oid] = (
+                    Blob()
+                    if decoded.kind == "blob"
+                    else decode_object(decoded.kind, decoded.payload, oid=oid)
+                )
             except (CorruptObjectError, ObjectNotFoundError) as exc:
-                bad[oid] = FsckProblem("corrupt", oid.hex, exc.message)
+                if exc.object_id not in (None, oid.hex):
+                    # its delta base or a chunk is damaged or missing: that
+                    # object is reported, and the walk names who needs it
+                    valid[oid] = Blob()
+                    continue
+                bad.setdefault(oid, FsckProblem("corrupt", oid.hex, exc.message))
 
         reached: dict[ObjectId, set[str]] = {}
-        for ref, head in self.refs.iter_refs(""):
-            self._fsck_walk(ref, head, valid, bad, reached, report)
+        try:
+            # a dropped epoch's state is garbage, not a missing object
+            dropped = set(self.dropped_epochs(valid))
+            for ref, head in self.refs.iter_refs(""):
+                self._fsck_walk(ref, head, valid, bad, reached, dropped)
+        except RepositoryFormatError as exc:
+            if not any(p.kind == "database" for p in report.problems):
+                report.problems.append(FsckProblem("database", None, exc.message))
         report.epochs = sum(1 for oid in reached if isinstance(valid.get(oid), Epoch))
         for oid, problem in bad.items():
             report.problems.append(
                 replace(problem, affects=tuple(sorted(reached.get(oid, set()))))
             )
-        report.unreferenced = sum(1 for oid in valid if oid not in reached)
+        report.unreferenced = garbage + sum(1 for oid in valid if oid not in reached)
         report.problems.sort(key=lambda p: (p.kind, p.object_id or ""))
         return report
 
@@ -922,7 +1227,7 @@ class Repo:
         valid: dict[ObjectId, StoredObject],
         bad: dict[ObjectId, FsckProblem],
         reached: dict[ObjectId, set[str]],
-        report: FsckReport,
+        dropped: set[ObjectId],
     ) -> None:
         # each object records the epoch that needs it and the ref that reaches
         # it, so a damaged blob names its session as well as its epochs
@@ -942,8 +1247,222 @@ class Repo:
                     )
                 continue
             label = f"epoch {oid.short()}" if isinstance(obj, Epoch) else owner
-            for child in children_of(obj):
+            try:
+                children = references(self.objects, oid, obj, dropped=oid in dropped)
+            except (CorruptObjectError, ObjectNotFoundError) as exc:
+                bad.setdefault(oid, FsckProblem("corrupt", oid.hex, exc.message))
+                continue
+            for child in children:
                 stack.append((child, label))
+
+    def _database_problems(self) -> list[FsckProblem]:
+        problems = []
+        for name in DATABASE_FILES:
+            path = self.path / name
+            if not path.exists():
+                continue
+            for detail in check_database(path):
+                problems.append(
+                    FsckProblem(
+                        "database", None, f"database {path} is damaged: {detail}"
+                    )
+                )
+        return problems
+
+    # -- garbage collection and retention support ------------------------
+
+    @contextmanager
+    def deletion_lock(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Hold the lock that orders gc's deletions against commits.
+
+        A commit holds it shared while it checks that every object of its epoch
+        is stored and moves its ref; gc holds it exclusive while it re-reads
+        the refs and deletes. Either the ref moves first and gc sees it, or gc
+        deletes first and the commit finds the object missing and fails: a ref
+        never reaches an object that gc removed. The lock is ``gc.lock`` in
+        the repository folder, taken with ``flock``.
+
+        Args:
+            exclusive: Take it exclusive (gc) rather than shared (commits).
+
+        Raises:
+            BackendUnavailableError: If the lock file cannot be opened.
+        """
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BackendUnavailableError(
+                str(path),
+                f"cannot open the gc lock: {exc.strerror or exc}",
+                hint="check the permissions of the repository folder",
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            # closing the descriptor releases the lock
+            os.close(fd)
+
+    def deletion_token(self) -> bytes:
+        """Return the token gc changes before it deletes objects (``gc.lock``).
+
+        A commit that sees the same token before writing its objects and when
+        moving its ref knows no object was deleted meanwhile.
+        """
+        try:
+            with open(self.path / LOCK_FILE, "rb") as handle:
+                return handle.read(64)
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise BackendUnavailableError(
+                str(self.path / LOCK_FILE),
+                f"cannot read the gc lock: {exc.strerror or exc}",
+                hint="check the permissions of the repository folder",
+            ) from exc
+
+    def note_deletion(self) -> None:
+        """Change the deletion token; gc calls it, holding the lock exclusive.
+
+        Raises:
+            BackendUnavailableError: If the lock file cannot be written.
+        """
+        path = self.path / LOCK_FILE
+        try:
+            with open(path, "r+b") as handle:
+                handle.write(os.urandom(16))
+                handle.truncate()
+        except OSError as exc:
+            raise BackendUnavailableError(
+                str(path),
+                f"cannot write the gc lock: {exc.strerror or exc}",
+                hint="check the permissions of the repository folder",
+            ) from exc
+
+    def check_stored(self, epoch_id: ObjectId, epoch: Epoch) -> None:
+        """Check that an epoch and every object it reaches are stored.
+
+        Its parents are not followed: they are reachable from the head the
+        commit continues from. Only ``has_many`` and the small state and
+        tensor objects are read, never tensor data.
+
+        Raises:
+            EpochIncompleteError: Naming the first object found missing.
+            CorruptObjectError: If a state or tensor object is damaged.
+        """
+        # what other processes' gc removed since this store last looked
+        refresh = getattr(self.objects, "refresh", None)
+        if callable(refresh):
+            refresh()
+        states = [o for o in (epoch.state, *epoch.extra.values()) if o is not None]
+        top = [epoch_id, *states, *([epoch.graph] if epoch.graph else [])]
+        try:
+            self._require(epoch_id, top)
+            tensor_ids: list[ObjectId] = []
+            for state_id in dict.fromkeys(states):
+                state = self.get(state_id)
+                if isinstance(state, State):
+                    tensor_ids.extend(state.tensors.values())
+            tensor_ids = list(dict.fromkeys(tensor_ids))
+            self._require(epoch_id, tensor_ids)
+            blobs = [
+                tensor.data
+                for tensor in self._pool.map(self.get, tensor_ids)
+                if isinstance(tensor, Tensor)
+            ]
+            # a blob's frame may need a delta base or chunks, which may too
+            pending = list(dict.fromkeys(blobs))
+            seen: set[ObjectId] = set()
+            while pending:
+                self._require(epoch_id, pending)
+                seen.update(pending)
+                pending = list(
+                    dict.fromkeys(
+                        dep
+                        for oid in pending
+                        for dep in frame_dependencies(self.objects, oid)
+                        if dep not in seen
+                    )
+                )
+        except EpochIncompleteError:
+            raise
+        except ObjectNotFoundError as exc:
+            raise EpochIncompleteError(
+                exc.object_id, epoch=epoch_id.short(), location=exc.location
+            ) from exc
+
+    def _require(self, epoch_id: ObjectId, oids: Sequence[ObjectId]) -> None:
+        present = self.objects.has_many(oids)
+        if isinstance(self.objects, ObjectStats):
+            # an index may outlive its pack file: the bytes must be there too
+            for oid in list(present):
+                try:
+                    self.objects.stat_object(oid)
+                except ObjectNotFoundError:
+                    present.discard(oid)
+        for oid in oids:
+            if oid not in present:
+                raise EpochIncompleteError(
+                    oid.hex,
+                    epoch=epoch_id.short(),
+                    location=self.objects.describe(oid),
+                )
+
+    def dropped_epochs(
+        self, oids: Iterable[ObjectId] | None = None
+    ) -> dict[ObjectId, DroppedEpoch]:
+        """Return the drop records of epochs whose weights were dropped.
+
+        Args:
+            oids: Only these epochs (every recorded drop when None).
+
+        Returns:
+            Epoch id to its drop record; empty when the index keeps no drops.
+        """
+        if not isinstance(self.index, DropLog):
+            return {}
+        if oids is None:
+            return {record.id: record for record in self.index.iter_dropped()}
+        return self.index.get_dropped(oids)
+
+    def check_weights_kept(self, epoch: Epoch) -> None:
+        """Refuse an epoch whose weights a retention policy dropped.
+
+        Raises:
+            WeightsDroppedError: Saying when and by which policy.
+        """
+        if epoch.id is None:
+            return
+        record = self.dropped_epochs([epoch.id]).get(epoch.id)
+        if record is not None:
+            raise WeightsDroppedError(
+                epoch.id.short(),
+                dropped_at=time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.time_ns / 1e9)
+                ),
+                policy=record.policy,
+            )
+
+
+def check_database(path: Path) -> list[str]:
+    """Run SQLite's integrity check on a database file, read-only.
+
+    Returns:
+        What SQLite found wrong, one line each; empty when the file is whole.
+    """
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [f"cannot be opened ({exc})"]
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    found = [str(row[0]) for row in rows]
+    return [] if found == ["ok"] else found
 
 
 def _valid_name(name: str) -> bool:
@@ -969,6 +1488,13 @@ class Session:
         self._base: ObjectId | None = repo.refs.get(self.ref)
         self._open: OpenEpoch | None = None
         self._last_step: int | None = None
+        self._params: dict[str, Value] = {}
+        storage = repo.storage
+        limit = storage.delta_cache_bytes
+        deltas = storage.encodings and storage.max_delta_depth > 0
+        self._cache: DeltaCache | None = (
+            DeltaCache(limit) if limit > 0 and deltas else None
+        )
         self._drop_dead_open_epochs()
 
     def _drop_dead_open_epochs(self) -> None:
@@ -991,6 +1517,44 @@ class Session:
         """The uid of the epoch in progress, if metrics were logged to it."""
         return self._open.uid if self._open else None
 
+    @property
+    def next_step(self) -> int:
+        """The first step this session may log: one past its head's last step.
+
+        A session forked at an epoch that ended at step 30 continues at 31, so
+        its view runs on from the inherited steps without a gap or an overlap.
+        A session with no epoch yet may start anywhere; this is 0 then.
+        """
+        if self._base is None:
+            return 0
+        return lineage.entry(self.repo.index, self._base).step + 1
+
+    def set_params(self, params: Mapping[str, object]) -> None:
+        """Declare hyper-parameters of the epoch in progress.
+
+        A declared value is fixed until the epoch is committed: declaring it
+        again with the same value does nothing, with another value is refused.
+        ``commit`` records them (over the parent's, or with its ``params``,
+        which must agree with them).
+
+        Raises:
+            InvalidInputError: If a name was declared with another value, or a
+                value cannot be stored.
+        """
+        fresh = cast(Mapping[str, Value], canonical(dict(params)))
+        self._check_params(fresh)
+        self._params.update(fresh)
+
+    def _check_params(self, params: Mapping[str, Value]) -> None:
+        for key, value in params.items():
+            if key in self._params and canonical(self._params[key]) != canonical(value):
+                raise InvalidInputError(
+                    f"hyper-parameter {key!r} of the epoch in progress on session"
+                    f" {self.name!r} is already {self._params[key]!r}, refusing"
+                    f" {value!r}",
+                    hint="commit the epoch first; the next epoch may change it",
+                )
+
     def _ensure_open(self) -> OpenEpoch:
         if self._open is None:
             self._open = OpenEpoch(
@@ -1010,8 +1574,9 @@ class Session:
         never committed.
 
         Raises:
-            InvalidInputError: If ``step`` is not a non-negative int or a value
-                is not a number.
+            InvalidInputError: If ``step`` is not a non-negative int, is not
+                after the head's last step (see ``next_step``), or a value is
+                not a number.
             MetricConflictError: If a metric was logged at this step with
                 another value.
         """
@@ -1019,6 +1584,13 @@ class Session:
             raise InvalidInputError(f"step must be an integer >= 0, got {step!r}")
         if not values:
             return
+        if self._base is not None and step < self.next_step:
+            # an earlier step would overlap the history the view inherits
+            raise InvalidInputError(
+                f"step {step} of session {self.name!r} is not after step"
+                f" {self.next_step - 1}, where its head epoch ended",
+                hint=f"log from step {self.next_step} on (Session.next_step)",
+            )
         docs = self._docs(step, values)
         uid = self._ensure_open().uid
         now = time.time_ns()
@@ -1086,9 +1658,14 @@ class Session:
         ):
             raise InvalidInputError(f"step must be an integer >= 0, got {step!r}")
         if params is None:
-            param_value: Mapping[str, Value] = parent.params if parent else {}
+            param_value: Mapping[str, Value] = {
+                **(parent.params if parent else {}),
+                **self._params,
+            }
         else:
             param_value = cast(Mapping[str, Value], canonical(dict(params)))
+            self._check_params(param_value)
+            param_value = {**self._params, **param_value}
         meta_value = cast(Mapping[str, Value], canonical(dict(meta or {})))
         if message is not None and not isinstance(message, str):
             raise InvalidInputError("message must be a string")
@@ -1096,22 +1673,48 @@ class Session:
             for role in extra:
                 check_name(role, what="state role")
 
-        # objects first: a crash from here on leaves only unreferenced objects
-        state_id = repo.write_state(state)
-        graph_id = (
-            repo.write_graph(graph)
-            if graph is not None
-            else (parent.graph if parent else None)
-        )
-        extra_ids = {
-            role: repo.write_state(tensors) for role, tensors in (extra or {}).items()
-        }
+        # objects first: a crash from here on leaves only unreferenced objects;
+        # the token read before them tells whether gc deleted any meanwhile
+        token = repo.deletion_token()
+        batch = open_batch(repo.objects)
+        cache = self._cache
+        if cache is not None:
+            # invalid until the ref has moved: its buffers change in place
+            cache.begin(self._base)
+        try:
+            state_id = repo._write_state(
+                state,
+                batch=batch,
+                parent=parent.state if parent else None,
+                cache=cache,
+            )
+            graph_id = (
+                repo.write_graph(graph, batch=batch)
+                if graph is not None
+                else (parent.graph if parent else None)
+            )
+            extra_ids = {
+                role: repo._write_state(
+                    tensors,
+                    batch=batch,
+                    role=role,
+                    parent=parent.extra.get(role) if parent else None,
+                    cache=cache,
+                )
+                for role, tensors in (extra or {}).items()
+            }
+        except BaseException:
+            batch.abort()
+            raise
         if step is None:
             step = (
                 self._last_step
                 if self._last_step is not None
                 else (parent.step if parent else 0)
             )
+            if summary and self._last_step is None:
+                # summary documents need a step of their own, after the parent's
+                step = (parent.step + 1) if parent else 1
         open_epoch = self._ensure_open() if summary else self._open
         uid = open_epoch.uid if open_epoch else uuid.uuid4().hex
         epoch = Epoch(
@@ -1129,7 +1732,13 @@ class Session:
             session=self.name,
             meta=meta_value,
         )
-        epoch_id = put_object(repo.objects, epoch, level=_META_LEVEL)
+        try:
+            epoch_id = put_object(batch, epoch, level=_META_LEVEL)
+            # one pack, fsynced with its index: the objects are durable from here
+            batch.commit()
+        except BaseException:
+            batch.abort()
+            raise
         if summary:
             now = time.time_ns()
             repo.metrics_index.add(
@@ -1140,28 +1749,51 @@ class Session:
             )
         repo.objects.flush()
         repo.metrics_index.flush()
-        repo.index.add(epoch_id, epoch)
 
-        # the ref last, and alone: it is what makes the epoch part of the session
-        try:
-            repo.refs.compare_and_set(
-                self.ref,
-                old=self._base,
-                new=epoch_id,
-                message=f"commit epoch {epoch.number}"
-                + (f": {message}" if message else ""),
-            )
-        finally:
-            # the uid now belongs to the stored epoch, won or lost: never reuse it
-            if self._open is not None:
-                repo.refs.clear_open_epoch(self.name, self._open.uid)
-            self._open = None
+        # gc deletes only under the exclusive lock: checking the objects and
+        # moving the ref under the shared one, a ref never reaches a removed one
+        with repo.deletion_lock():
+            if repo.deletion_token() != token:
+                repo.check_stored(epoch_id, epoch)
+            repo.index.add(epoch_id, epoch)
+
+            # the ref last, and alone: it makes the epoch part of the session
+            try:
+                repo.refs.compare_and_set(
+                    self.ref,
+                    old=self._base,
+                    new=epoch_id,
+                    message=f"commit epoch {epoch.number}"
+                    + (f": {message}" if message else ""),
+                )
+            finally:
+                # the uid now belongs to the stored epoch, won or lost: never
+                # reuse it
+                if self._open is not None:
+                    self._forget_open_epoch(self._open.uid)
+                self._open = None
         self._last_step = None
+        self._params = {}
         self._base = epoch_id
+        if cache is not None:
+            cache.publish(epoch_id)
         logger.info(
             "committed %s epoch %d as %s", self.name, epoch.number, epoch_id.short()
         )
         return replace(epoch, id=epoch_id)
+
+    def _forget_open_epoch(self, uid: str) -> None:
+        try:
+            self.repo.refs.clear_open_epoch(self.name, uid)
+        except MvcError as exc:
+            # the commit's outcome stands: a row left behind has a base that is
+            # no longer the head once the ref moved, and gc removes it
+            logger.warning(
+                "could not forget open epoch %s of session %s: %s",
+                uid,
+                self.name,
+                exc.message,
+            )
 
     def refresh(self) -> None:
         """Continue from the session's current head (after another writer won)."""

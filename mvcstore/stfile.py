@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,11 @@ def read_safetensors(path: Path) -> tuple[dict[str, RawTensor], dict[str, str]]:
             safetensors file.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InvalidInputError(
+                f"{path} is not a regular file",
+                hint="give the path of a .safetensors file",
+            )
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -67,7 +73,8 @@ def read_safetensors(path: Path) -> tuple[dict[str, RawTensor], dict[str, str]]:
         ) from exc
     try:
         header = json.loads(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # a header nested deeper than the JSON parser's recursion limit is refused
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise _bad(path, f"header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")

@@ -11,7 +11,8 @@
 #
 # Built artefacts are cached outside the repository, in
 # ${MVC_SERVICES_CACHE:-$HOME/.cache/mvcstore-services}; per-run state (PIDs,
-# logs) lives in .services/ at the repository root, server data under /tmp.
+# logs) lives in its run/ folder (shared by every checkout on the machine),
+# server data under /tmp.
 # Use the servers with:   . ./.services.env
 #
 # Optional environment:
@@ -33,8 +34,11 @@ MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 CACHE=${MVC_SERVICES_CACHE:-$HOME/.cache/mvcstore-services}
-RUN_DIR=$REPO_ROOT/.services
-ENV_FILE=$REPO_ROOT/.services.env
+# the servers are shared by every checkout on this machine: their state lives
+# beside the cache, and each checkout gets a copy of the addresses
+RUN_DIR=${MVC_SERVICES_RUN:-$CACHE/run}
+ENV_FILE=$RUN_DIR/services.env
+LOCAL_ENV_FILE=$REPO_ROOT/.services.env
 SVC_USER=${MVC_SVC_USER:-mvcsvc}
 
 MONGO_PORT=${MVC_SVC_MONGO_PORT:-27118}
@@ -316,7 +320,7 @@ stop_pid() {
 do_down() {
     mkdir -p "$RUN_DIR"
     local name pid start
-    rm -f "$ENV_FILE"
+    rm -f "$ENV_FILE" "$LOCAL_ENV_FILE"
     for name in $(recorded_services); do
         # first line first (the launcher), then any children it recorded
         while read -r pid start; do
@@ -526,11 +530,13 @@ write_env() {
         fi
     } >"$tmp"
     mv -f "$tmp" "$ENV_FILE"
+    cp -f "$ENV_FILE" "$LOCAL_ENV_FILE"
 }
 
 do_up() {
     if all_healthy; then
-        log "already up (see $ENV_FILE)"
+        cp -f "$ENV_FILE" "$LOCAL_ENV_FILE"
+        log "already up (see $LOCAL_ENV_FILE)"
         return 0
     fi
     # something is missing, dead or not answering: start from a clean slate
@@ -593,7 +599,7 @@ do_up() {
     write_env
     UP_DONE=1
     trap - EXIT
-    log "all up; use: . $ENV_FILE"
+    log "all up; use: . $LOCAL_ENV_FILE"
 }
 
 do_status() {
@@ -635,7 +641,7 @@ main() {
         do_status
         return
     fi
-    # one up/down at a time per checkout
+    # one up/down at a time on this machine
     need flock
     exec 9>"$RUN_DIR/lock"
     flock 9

@@ -6,13 +6,18 @@ them by one unambiguous name.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from mvcstore import Epoch, Graph, Repo
 from mvcstore.codec import ObjectId
+from mvcstore.stores.local import LocalObjectStore
+from mvcstore.stores.packs import decode_index, encode_index
 
 
 def assert_clean(repo: Repo) -> None:
@@ -108,3 +113,64 @@ def _commit_epochs(
         assert epoch.id is not None
         forked.states[epoch.id] = state
         out.append(epoch)
+
+
+@dataclass(frozen=True)
+class StoredRegion:
+    """Where an object's frame lies: a whole loose file, or a range of a pack.
+
+    Attributes:
+        path: The loose file or the pack file.
+        offset: The first byte of the frame in that file.
+        length: The frame's length.
+        packed: Whether the frame is in a pack.
+    """
+
+    path: Path
+    offset: int
+    length: int
+    packed: bool
+
+
+def stored_region(repo: Repo, oid: ObjectId) -> StoredRegion:
+    """Return where ``oid`` is stored in a local repository."""
+    assert isinstance(repo.objects, LocalObjectStore)
+    found = repo.objects.locate(oid)
+    if found is not None:
+        return StoredRegion(found.pack, found.offset, found.length, packed=True)
+    path = repo.objects.path_of(oid)
+    assert path.is_file(), f"{oid.hex} is neither packed nor loose"
+    return StoredRegion(path, 0, path.stat().st_size, packed=False)
+
+
+def overwrite_region(region: StoredRegion, change: Callable[[bytearray], None]) -> None:
+    """Change an object's stored bytes in place (same length when packed)."""
+    data = bytearray(region.path.read_bytes())
+    frame = bytearray(data[region.offset : region.offset + region.length])
+    change(frame)
+    if region.packed:
+        assert len(frame) == region.length, "a packed frame cannot change length"
+    data[region.offset : region.offset + region.length] = frame
+    region.path.chmod(0o644)
+    region.path.write_bytes(bytes(data))
+
+
+def drop_object(repo: Repo, oid: ObjectId) -> None:
+    """Make ``oid`` missing: unlink its file, or leave it out of its pack's index.
+
+    A packed object's pack gets a new name and an index without its entry, so
+    the repository object, once refreshed, no longer finds it.
+    """
+    region = stored_region(repo, oid)
+    if not region.packed:
+        region.path.unlink()
+        return
+    assert isinstance(repo.objects, LocalObjectStore)
+    old_index = region.path.with_suffix(".idx")
+    entries, size = decode_index(old_index.read_bytes(), where=str(old_index))
+    del entries[oid.raw]
+    moved = region.path.with_name(f"pack-{os.urandom(16).hex()}.pack")
+    region.path.rename(moved)
+    moved.with_suffix(".idx").write_bytes(encode_index(entries, size))
+    old_index.unlink()
+    repo.objects.packs.refresh()

@@ -46,6 +46,11 @@ def parse_param(text: str) -> tuple[str, object]:
         value: object = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    except RecursionError as exc:
+        raise InvalidInputError(
+            f"parameter {key!r} is nested too deeply",
+            hint="pass a flatter value, or put it in a file given to --params",
+        ) from exc
     return key, value
 
 
@@ -96,6 +101,10 @@ def read_json_file(path: Path, what: str) -> object:
         ) from exc
     try:
         return json.loads(text)
+    except RecursionError as exc:
+        raise InvalidInputError(
+            f"{what} file {path} is nested too deeply to read", hint=hint
+        ) from exc
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{what} file {path} is not JSON: {exc.msg} at line {exc.lineno}"

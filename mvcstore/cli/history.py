@@ -150,8 +150,20 @@ def show(revision: str, as_json: bool) -> None:
     epoch = repo.resolve(revision)
     oid = _id(epoch)
     nodes = len(repo.read_graph(epoch.graph).nodes) if epoch.graph else None
-    tensors, nbytes = _state_size(repo, epoch.state) if epoch.state else (0, 0)
-    extra = {role: _state_size(repo, sid) for role, sid in epoch.extra.items()}
+    # a state dropped by 'mvc retain' may be gone: its record says when and why
+    dropped = repo.dropped_epochs([oid]).get(oid)
+    gone = (
+        f"weights dropped at {format_time(dropped.time_ns)} by '{dropped.policy}'"
+        if dropped
+        else None
+    )
+    tensors, nbytes = (
+        _state_size(repo, epoch.state) if epoch.state and not gone else (0, 0)
+    )
+    extra = {
+        role: _state_size(repo, sid) if not gone else (0, 0)
+        for role, sid in epoch.extra.items()
+    }
 
     if as_json:
         record = epoch_to_json(epoch)
@@ -164,6 +176,11 @@ def show(revision: str, as_json: bool) -> None:
                 role: {"id": epoch.extra[role].hex, "tensors": count, "bytes": size}
                 for role, (count, size) in extra.items()
             },
+            dropped=(
+                {"time_ns": dropped.time_ns, "policy": dropped.policy}
+                if dropped
+                else None
+            ),
         )
         echo_json(record)
         return
@@ -185,14 +202,16 @@ def show(revision: str, as_json: bool) -> None:
         ],
         [
             "state",
-            f"{epoch.state.hex} ({_size(tensors, nbytes)})" if epoch.state else "-",
+            f"{epoch.state.hex} ({gone or _size(tensors, nbytes)})"
+            if epoch.state
+            else "-",
         ],
     ]
     for role, (count, size) in sorted(extra.items()):
         rows.append(
             [
                 f"state:{role}",
-                f"{epoch.extra[role].hex} ({_size(count, size)})",
+                f"{epoch.extra[role].hex} ({gone or _size(count, size)})",
             ]
         )
     for line in table(rows):

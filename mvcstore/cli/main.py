@@ -18,7 +18,19 @@ from typing import Final
 import click
 
 from mvcstore import __version__
-from mvcstore.cli import commit, history, metrics_cmds, repo_cmds, sessions
+from mvcstore.cli import (
+    commit,
+    dashboard_cmds,
+    diff_cmd,
+    gc_cmd,
+    history,
+    import_cmd,
+    metrics_cmds,
+    remote_cmds,
+    repo_cmds,
+    sessions,
+    stats_cmd,
+)
 from mvcstore.errors import MvcError
 
 __all__ = ["cli", "main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
@@ -73,6 +85,19 @@ for _command in (
     sessions.tag,
     metrics_cmds.metrics,
     repo_cmds.fsck,
+    dashboard_cmds.compare_cmd,
+    dashboard_cmds.best,
+    dashboard_cmds.plot,
+    dashboard_cmds.ui,
+    diff_cmd.diff,
+    import_cmd.import_weights,
+    gc_cmd.gc,
+    gc_cmd.retain_command,
+    stats_cmd.stats,
+    remote_cmds.remote,
+    remote_cmds.push,
+    remote_cmds.pull,
+    remote_cmds.clone,
 ):
     cli.add_command(_command)
 

@@ -1,4 +1,4 @@
-"""``mvc metrics``: the metric documents of a view, or their summary."""
+"""``mvc metrics``: the metric documents of a view, their summary, latest or best."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ import click
 from mvcstore import lineage
 from mvcstore.cli.common import echo_json, json_option, open_repo
 from mvcstore.cli.format import format_number, table
+from mvcstore.dashboard.views import (
+    Mode,
+    Point,
+    StepRange,
+    open_view,
+    parse_range,
+    series,
+    summarize,
+)
 from mvcstore.errors import RevisionNotFoundError
 from mvcstore.repo import Repo
 from mvcstore.stores.base import EpochEntry
@@ -35,13 +44,44 @@ def _entries_by_uid(repo: Repo, revision: str) -> dict[str, EpochEntry]:
     help="Only this metric; repeat for several.",
 )
 @click.option(
+    "--steps",
+    "steps_text",
+    metavar="A:B",
+    help="Only steps A to B (inclusive); A: or :B leaves one end open.",
+)
+@click.option(
+    "--epochs",
+    "epochs_text",
+    metavar="A:B",
+    help="Only epochs numbered A to B on REV's line (inclusive).",
+)
+@click.option(
     "--summary",
     is_flag=True,
     help="Per metric: count, last value, min and max, with their steps.",
 )
+@click.option(
+    "--latest",
+    is_flag=True,
+    help="Per metric: the value at the largest step, and its epoch.",
+)
+@click.option(
+    "--best",
+    "best_mode",
+    type=click.Choice(["min", "max"]),
+    metavar="min|max",
+    help="Per metric: the smallest (min) or largest (max) value, and its epoch.",
+)
 @json_option
 def metrics(
-    revision: str | None, names: tuple[str, ...], summary: bool, as_json: bool
+    revision: str | None,
+    names: tuple[str, ...],
+    steps_text: str | None,
+    epochs_text: str | None,
+    summary: bool,
+    latest: bool,
+    best_mode: Mode | None,
+    as_json: bool,
 ) -> None:
     """List the metric documents of REV's view (default HEAD).
 
@@ -49,14 +89,27 @@ def metrics(
     session shows its parent's documents up to the fork, then its own. For a
     session name the documents of its epoch in progress are included. Each
     line shows step, metric name, value, the epoch that logged it ('open' for
-    the epoch in progress) and the short uid its documents carry.
+    the epoch in progress) and the short uid its documents carry. --steps and
+    --epochs narrow the view; --summary, --latest and --best summarise it.
     """
+    if sum((summary, latest, best_mode is not None)) > 1:
+        raise click.UsageError("give at most one of --summary, --latest, --best")
+    steps = parse_range(steps_text, what="steps")
+    epochs = parse_range(epochs_text, what="epochs")
     repo = open_repo()
     rev = revision or "HEAD"
     wanted = list(names) or None
 
+    if latest or best_mode is not None:
+        _echo_points(repo, rev, wanted, steps, epochs, best_mode, as_json)
+        return
     if summary:
-        stats = repo.metric_stats(rev, names=wanted)
+        stats = repo.metrics_index.stats(
+            open_view(repo, rev).uids(epochs),
+            names=wanted,
+            min_step=steps[0],
+            max_step=steps[1],
+        )
         ordered = [stats[key] for key in sorted(stats)]
         if as_json:
             echo_json(
@@ -91,7 +144,7 @@ def metrics(
             click.echo(line)
         return
 
-    docs = repo.metrics(rev, names=wanted)
+    docs = list(series(repo, rev, names=wanted, steps=steps, epochs=epochs))
     by_uid = _entries_by_uid(repo, rev)
     if as_json:
         echo_json(
@@ -115,6 +168,50 @@ def metrics(
         rows.append(
             [str(doc.step), doc.name, format_number(doc.value), where, doc.uid[:12]]
         )
+    if len(rows) > 1:
+        for line in table(rows):
+            click.echo(line)
+
+
+def _echo_points(
+    repo: Repo,
+    rev: str,
+    names: list[str] | None,
+    steps: StepRange,
+    epochs: StepRange,
+    mode: Mode | None,
+    as_json: bool,
+) -> None:
+    """Print one point per metric: the latest, or the best in ``mode``."""
+    view = open_view(repo, rev)
+    summaries = summarize(repo, rev, names=names, steps=steps, epochs=epochs, view=view)
+    points: list[Point] = [
+        item.latest if mode is None else item.best(mode) for item in summaries.values()
+    ]
+    if as_json:
+        echo_json(
+            [
+                {
+                    "name": point.name,
+                    "step": point.step,
+                    "value": point.value,
+                    "uid": point.uid,
+                    "epoch": point.epoch.hex if point.epoch else None,
+                    "number": point.number,
+                }
+                for point in points
+            ]
+        )
+        return
+    rows = [["name", "value", "step", "epoch"]]
+    for point in points:
+        item = view.epoch(point.uid)
+        where = (
+            f"{point.epoch.short()} {item.label}"
+            if point.epoch is not None and item is not None
+            else (item.label if item is not None else "-")
+        )
+        rows.append([point.name, format_number(point.value), str(point.step), where])
     if len(rows) > 1:
         for line in table(rows):
             click.echo(line)

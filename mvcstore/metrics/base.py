@@ -9,7 +9,7 @@ This layer must not compute reachability itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -129,7 +129,11 @@ class MetricsIndex(Protocol):
         min_step: int | None = None,
         max_step: int | None = None,
     ) -> Iterator[MetricDoc]:
-        """Yield the documents of ``uids``, ordered by step then name."""
+        """Yield the documents of ``uids``, ordered by step then name.
+
+        Implementations stream: a view of millions of documents is never
+        held in memory at once.
+        """
         ...
 
     def count(self, uids: Collection[str]) -> int:
@@ -137,9 +141,30 @@ class MetricsIndex(Protocol):
         ...
 
     def stats(
-        self, uids: Collection[str], *, names: Collection[str] | None = None
+        self,
+        uids: Collection[str],
+        *,
+        names: Collection[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
     ) -> dict[str, MetricStats]:
-        """Return latest, min and max of each metric over ``uids``."""
+        """Return latest, min and max of each metric over ``uids``.
+
+        Of several documents holding the min (or max), the earliest step is
+        reported; ``min_step`` and ``max_step`` bound the steps considered.
+        """
+        ...
+
+    def values_at(self, points: Mapping[str, int], name: str) -> dict[str, float]:
+        """Return the value of metric ``name`` each epoch uid logged at one step.
+
+        Args:
+            points: Epoch uid to the step to read (usually the epoch's last).
+            name: The metric.
+
+        Returns:
+            Epoch uid to value, for the epochs that logged ``name`` there.
+        """
         ...
 
     def delete_uids(self, uids: Collection[str]) -> int:

@@ -2,9 +2,11 @@
 
 Documents are rows keyed by (epoch, metric, step), with epoch uids and metric
 names interned as integers so that millions of rows stay small. A view query
-loads the caller's uid set into a temporary table and joins it, so it never
-reads documents outside the view. NaN is stored as NULL and read back as NaN;
-aggregates ignore it.
+loads the caller's uid set into a temporary table and joins it, epoch first,
+to the primary key, so it never reads documents outside the view. Queries stream
+from a connection of their own: a view of millions of documents is never held
+in memory, and a concurrent query cannot change the view being read. NaN is
+stored as NULL and read back as NaN; aggregates ignore it.
 """
 
 from __future__ import annotations
@@ -14,16 +16,47 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mvcstore.errors import MetricConflictError, RepositoryFormatError
+from mvcstore.errors import (
+    BackendUnavailableError,
+    MetricConflictError,
+    RepositoryFormatError,
+)
 from mvcstore.metrics.base import MetricDoc, MetricStats
 
 __all__ = ["SqliteMetricsIndex", "METRICS_SCHEMA"]
 
 logger = logging.getLogger(__name__)
+
+_BATCH: Final = 4096
+"""Rows fetched at a time by a streaming query."""
+
+# CROSS JOIN keeps the view outermost: each of its epochs is one primary-key
+# range of docs (narrowed by name and step when given), never a table scan
+_VIEW_QUERY: Final = (
+    "SELECT u.uid, d.step, n.name, d.value, d.time_ns"
+    " FROM temp.view v CROSS JOIN docs d ON d.e = v.e"
+    " JOIN uids u ON u.n = d.e JOIN names n ON n.n = d.name"
+    " WHERE 1{where} ORDER BY d.step, n.name, u.uid"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """One metric's aggregates over a view, before its extremes are placed."""
+
+    name_n: int
+    name: str
+    count: int
+    first: int
+    last_step: int
+    low: float | None
+    high: float | None
+
 
 METRICS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS uids (
@@ -71,7 +104,15 @@ class SqliteMetricsIndex:
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
 
-    def _error(self, exc: sqlite3.Error) -> RepositoryFormatError:
+    def _error(
+        self, exc: sqlite3.Error
+    ) -> RepositoryFormatError | BackendUnavailableError:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return BackendUnavailableError(
+                str(self.path),
+                f"the disk is full ({exc})",
+                hint="free disk space, then run the command again",
+            )
         return RepositoryFormatError(
             f"metrics database {self.path} cannot be used ({exc})",
             path=str(self.path),
@@ -101,6 +142,9 @@ class SqliteMetricsIndex:
                     raise
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                # a failed COMMIT (a full disk) may leave the transaction open
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise self._error(exc) from exc
         logger.debug("metrics: %d of %d documents new", added, len(docs))
         return added
@@ -147,20 +191,56 @@ class SqliteMetricsIndex:
             out[value] = int(row[0])
         return out
 
-    def _load_view(self, uids: Collection[str]) -> None:
-        self.conn.execute("DELETE FROM temp.view")
-        self.conn.executemany(
+    def _load_view(
+        self, uids: Collection[str], conn: sqlite3.Connection | None = None
+    ) -> None:
+        conn = conn or self.conn
+        conn.execute("DELETE FROM temp.view")
+        conn.executemany(
             "INSERT OR IGNORE INTO temp.view (e) SELECT n FROM uids WHERE uid = ?",
             ((uid,) for uid in uids),
         )
 
-    def _name_filter(self, names: Collection[str] | None) -> tuple[str, list[object]]:
+    def _name_ids(
+        self, names: Collection[str] | None, conn: sqlite3.Connection | None = None
+    ) -> list[int] | None:
+        """Return the interned ids of ``names`` that exist (None: every name)."""
         if names is None:
-            return "", []
-        listed = list(names)
-        if not listed:
-            return " AND 0", []
-        return f" AND n.name IN ({','.join('?' * len(listed))})", list(listed)
+            return None
+        conn = conn or self.conn
+        out: list[int] = []
+        for name in dict.fromkeys(names):
+            row = conn.execute("SELECT n FROM names WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                out.append(int(row[0]))
+        return out
+
+    @staticmethod
+    def _filters(
+        name_ids: list[int] | None, min_step: int | None, max_step: int | None
+    ) -> tuple[str, list[object]]:
+        # name ids, not names: the join then probes the primary key with
+        # (e, name) and, given steps, a step range inside it
+        where = ""
+        args: list[object] = []
+        if name_ids is not None:
+            where += f" AND d.name IN ({','.join('?' * len(name_ids))})"
+            args.extend(name_ids)
+        if min_step is not None:
+            where += " AND d.step >= ?"
+            args.append(min_step)
+        if max_step is not None:
+            where += " AND d.step <= ?"
+            args.append(max_step)
+        return where, args
+
+    def _reader(self) -> sqlite3.Connection:
+        """Open a connection of its own for one streaming query."""
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=60.0
+        )
+        conn.execute("CREATE TEMP TABLE view (e INTEGER PRIMARY KEY)")
+        return conn
 
     def query(
         self,
@@ -170,34 +250,62 @@ class SqliteMetricsIndex:
         min_step: int | None = None,
         max_step: int | None = None,
     ) -> Iterator[MetricDoc]:
-        """Yield the documents of ``uids``, ordered by step then name."""
-        where, args = self._name_filter(names)
-        if min_step is not None:
-            where += " AND d.step >= ?"
-            args.append(min_step)
-        if max_step is not None:
-            where += " AND d.step <= ?"
-            args.append(max_step)
+        """Yield the documents of ``uids``, ordered by step then name.
+
+        Documents stream in batches from one read transaction: memory stays
+        flat however large the view, and every document read was committed
+        before the first one was.
+        """
+        try:
+            conn = self._reader()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            conn.execute("BEGIN")
+            name_ids = self._name_ids(names, conn)
+            if name_ids == []:
+                return
+            self._load_view(uids, conn)
+            where, args = self._filters(name_ids, min_step, max_step)
+            cursor = conn.execute(_VIEW_QUERY.format(where=where), args)
+            while rows := cursor.fetchmany(_BATCH):
+                for uid, step, name, value, when in rows:
+                    yield MetricDoc(
+                        uid=str(uid),
+                        step=int(step),
+                        name=str(name),
+                        value=math.nan if value is None else float(value),
+                        time_ns=int(when),
+                    )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            conn.close()
+
+    def explain_query(
+        self, *, names: Collection[str] | None = None, steps: bool = False
+    ) -> list[str]:
+        """Return SQLite's plan for a view query, one line per step.
+
+        Args:
+            names: The metric names the query filters on (None: no filter).
+            steps: Whether it filters on a step range.
+
+        Returns:
+            The ``detail`` column of ``EXPLAIN QUERY PLAN``.
+        """
+        name_ids = None if names is None else [0] * max(1, len(names))
+        where, args = self._filters(
+            name_ids, 0 if steps else None, 1 if steps else None
+        )
         with self._lock:
             try:
-                self._load_view(uids)
                 rows = self.conn.execute(
-                    "SELECT u.uid, d.step, n.name, d.value, d.time_ns"
-                    " FROM temp.view v JOIN docs d ON d.e = v.e"
-                    " JOIN uids u ON u.n = d.e JOIN names n ON n.n = d.name"
-                    f" WHERE 1{where} ORDER BY d.step, n.name, u.uid",
-                    args,
+                    "EXPLAIN QUERY PLAN " + _VIEW_QUERY.format(where=where), args
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
-        for uid, step, name, value, when in rows:
-            yield MetricDoc(
-                uid=str(uid),
-                step=int(step),
-                name=str(name),
-                value=math.nan if value is None else float(value),
-                time_ns=int(when),
-            )
+        return [str(row[-1]) for row in rows]
 
     def count(self, uids: Collection[str]) -> int:
         """Return how many documents ``uids`` hold."""
@@ -205,74 +313,139 @@ class SqliteMetricsIndex:
             try:
                 self._load_view(uids)
                 row = self.conn.execute(
-                    "SELECT count(*) FROM temp.view v JOIN docs d ON d.e = v.e"
+                    "SELECT count(*) FROM temp.view v CROSS JOIN docs d ON d.e = v.e"
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
         return int(row[0])
 
     def stats(
-        self, uids: Collection[str], *, names: Collection[str] | None = None
+        self,
+        uids: Collection[str],
+        *,
+        names: Collection[str] | None = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
     ) -> dict[str, MetricStats]:
-        """Return count, latest, min and max of each metric over ``uids``."""
-        where, args = self._name_filter(names)
+        """Return count, latest, min and max of each metric over ``uids``.
+
+        Args:
+            uids: The view.
+            names: Only these metrics (all when None).
+            min_step: Only documents at this step or later.
+            max_step: Only documents at this step or earlier.
+
+        Returns:
+            The aggregates by metric name, in name order.
+        """
         out: dict[str, MetricStats] = {}
         with self._lock:
             try:
+                name_ids = self._name_ids(names)
+                if name_ids == []:
+                    return out
                 self._load_view(uids)
+                where, args = self._filters(name_ids, min_step, max_step)
                 groups = self.conn.execute(
-                    "SELECT n.n, n.name, count(*), min(d.step), max(d.step)"
-                    " FROM temp.view v JOIN docs d ON d.e = v.e"
-                    f" JOIN names n ON n.n = d.name WHERE 1{where}"
-                    " GROUP BY n.n ORDER BY n.name",
+                    "SELECT d.name, count(*), min(d.step), max(d.step),"
+                    " min(d.value), max(d.value)"
+                    " FROM temp.view v CROSS JOIN docs d ON d.e = v.e"
+                    f" WHERE 1{where} GROUP BY d.name",
                     args,
                 ).fetchall()
-                for name_n, name, count, first, last_step in groups:
-                    out[str(name)] = self._stats_of(
-                        int(name_n), str(name), int(count), int(first), int(last_step)
+                labels = dict(self.conn.execute("SELECT n, name FROM names"))
+                for name_n, count, first, last_step, low, high in groups:
+                    group = _Group(
+                        name_n=int(name_n),
+                        name=str(labels[name_n]),
+                        count=int(count),
+                        first=int(first),
+                        last_step=int(last_step),
+                        low=None if low is None else float(low),
+                        high=None if high is None else float(high),
                     )
+                    out[group.name] = self._stats_of(group, min_step, max_step)
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
-        return out
+        return dict(sorted(out.items()))
 
     def _stats_of(
-        self, name_n: int, name: str, count: int, first: int, last_step: int
+        self, group: _Group, min_step: int | None, max_step: int | None
     ) -> MetricStats:
-        base = (
-            "SELECT d.value, d.step FROM temp.view v JOIN docs d ON d.e = v.e"
-            " WHERE d.name = ?"
-        )
+        where, args = self._filters([group.name_n], min_step, max_step)
         last = self.conn.execute(
-            base + " AND d.step = ? LIMIT 1", (name_n, last_step)
-        ).fetchone()
-        low = self.conn.execute(
-            base + " AND d.value IS NOT NULL ORDER BY d.value ASC, d.step ASC LIMIT 1",
-            (name_n,),
-        ).fetchone()
-        high = self.conn.execute(
-            base + " AND d.value IS NOT NULL ORDER BY d.value DESC, d.step ASC LIMIT 1",
-            (name_n,),
+            "SELECT d.value FROM temp.view v CROSS JOIN docs d ON d.e = v.e"
+            " WHERE d.name = ? AND d.step = ? LIMIT 1",
+            (group.name_n, group.last_step),
         ).fetchone()
 
-        def value(row: tuple[object, ...] | None) -> tuple[float, int]:
-            if row is None or row[0] is None:
-                return math.nan, last_step
-            return float(str(row[0])), int(str(row[1]))
+        def extreme(value: float | None) -> tuple[float, int]:
+            # of several documents holding the extreme, the earliest step wins
+            if value is None:
+                return math.nan, group.last_step
+            row = self.conn.execute(
+                "SELECT min(d.step) FROM temp.view v CROSS JOIN docs d ON d.e = v.e"
+                f" WHERE 1{where} AND d.value = ?",
+                [*args, value],
+            ).fetchone()
+            return value, int(row[0])
 
-        last_value, _ = value(last)
-        min_value, min_step = value(low)
-        max_value, max_step = value(high)
+        min_value, min_at = extreme(group.low)
+        max_value, max_at = extreme(group.high)
         return MetricStats(
-            name=name,
-            count=count,
-            first_step=first,
-            last_step=last_step,
-            last=last_value,
+            name=group.name,
+            count=group.count,
+            first_step=group.first,
+            last_step=group.last_step,
+            last=math.nan if last is None or last[0] is None else float(last[0]),
             min=min_value,
-            min_step=min_step,
+            min_step=min_at,
             max=max_value,
-            max_step=max_step,
+            max_step=max_at,
         )
+
+    def values_at(self, points: Mapping[str, int], name: str) -> dict[str, float]:
+        """Return the value of metric ``name`` that each epoch logged at one step.
+
+        Each (uid, step) is one primary-key look-up, however many documents
+        the epochs hold.
+
+        Args:
+            points: Epoch uid to the step to read (usually the epoch's last).
+            name: The metric.
+
+        Returns:
+            Epoch uid to value, for the epochs that logged ``name`` there.
+        """
+        out: dict[str, float] = {}
+        try:
+            conn = self._reader()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            conn.execute("BEGIN")
+            name_ids = self._name_ids([name], conn)
+            if not name_ids:
+                return out
+            conn.execute("CREATE TEMP TABLE wanted (e INTEGER PRIMARY KEY, step INT)")
+            conn.executemany(
+                "INSERT OR IGNORE INTO temp.wanted (e, step)"
+                " SELECT n, ? FROM uids WHERE uid = ?",
+                ((step, uid) for uid, step in points.items()),
+            )
+            rows = conn.execute(
+                "SELECT u.uid, d.value FROM temp.wanted w CROSS JOIN docs d"
+                " ON d.e = w.e AND d.name = ? AND d.step = w.step"
+                " JOIN uids u ON u.n = w.e",
+                (name_ids[0],),
+            )
+            for uid, value in rows:
+                out[str(uid)] = math.nan if value is None else float(value)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            conn.close()
+        return out
 
     def delete_uids(self, uids: Collection[str]) -> int:
         """Remove every document of ``uids``."""
@@ -298,10 +471,13 @@ class SqliteMetricsIndex:
     def iter_uids(self) -> Iterator[str]:
         """Yield every uid that holds documents."""
         with self._lock:
-            rows = self.conn.execute(
-                "SELECT u.uid FROM uids u WHERE EXISTS"
-                " (SELECT 1 FROM docs d WHERE d.e = u.n) ORDER BY u.uid"
-            ).fetchall()
+            try:
+                rows = self.conn.execute(
+                    "SELECT u.uid FROM uids u WHERE EXISTS"
+                    " (SELECT 1 FROM docs d WHERE d.e = u.n) ORDER BY u.uid"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
         for (uid,) in rows:
             yield str(uid)
 
@@ -322,6 +498,12 @@ class SqliteMetricsIndex:
                     raise self._error(sqlite3.OperationalError(str(exc))) from exc
                 try:
                     os.fsync(fd)
+                except OSError as exc:
+                    raise BackendUnavailableError(
+                        str(self.path),
+                        f"cannot make metric documents durable: {exc.strerror or exc}",
+                        hint="free disk space or fix permissions, then retry",
+                    ) from exc
                 finally:
                     os.close(fd)
 

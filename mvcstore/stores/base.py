@@ -1,6 +1,9 @@
 """The store protocols every backend implements, and typed access over them.
 
-An ``ObjectStore`` keeps stored frames by id and never changes one once written;
+An ``ObjectStore`` keeps stored frames by id and never changes one once written
+(a store that can also write many objects at once, durably together, offers
+``open_batch``; ``open_batch`` here gives every other store a batch made of
+``put_if_absent`` calls);
 a ``RefStore`` keeps named pointers to epochs, moved only by compare-and-set,
 with a reflog, the current session (HEAD) and each session's open epoch; an
 ``EpochIndex`` answers prefix and ancestry questions without reading objects.
@@ -11,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
-from mvcstore.codec import ObjectId, frame, unframe
+from mvcstore.codec import FramePart, ObjectId, frame, join_parts, unframe
 from mvcstore.errors import CorruptObjectError
 from mvcstore.objects import (
     Epoch,
@@ -25,6 +28,11 @@ from mvcstore.objects import (
 
 __all__ = [
     "ObjectStore",
+    "ObjectBatch",
+    "BatchingObjectStore",
+    "LooseBatch",
+    "open_batch",
+    "read_frame_prefix",
     "RefStore",
     "EpochIndex",
     "ReflogEntry",
@@ -85,6 +93,107 @@ class ObjectStore(Protocol):
     def flush(self) -> None:
         """Make every object written so far durable."""
         ...
+
+
+@runtime_checkable
+class ObjectBatch(Protocol):
+    """Objects written together, durable together when committed.
+
+    Until ``commit`` returns, none of the batch's objects may be readable from
+    the store; a batch that is aborted, or whose writer dies, leaves at most
+    garbage. Objects may be put from several threads at once.
+    """
+
+    def put(self, oid: ObjectId, parts: Sequence[FramePart]) -> bool:
+        """Add a frame (the concatenation of ``parts``) unless ``oid`` is stored.
+
+        Returns:
+            True if this call added the object.
+
+        Raises:
+            BackendUnavailableError: If the backend cannot be written.
+        """
+        ...
+
+    def has(self, oid: ObjectId) -> bool:
+        """Return whether ``oid`` is stored or already in this batch."""
+        ...
+
+    def commit(self) -> None:
+        """Make every object of the batch durable and readable.
+
+        Raises:
+            BackendUnavailableError: If the backend cannot be written.
+        """
+        ...
+
+    def abort(self) -> None:
+        """Give up the batch; what it wrote is garbage at worst."""
+        ...
+
+
+@runtime_checkable
+class BatchingObjectStore(Protocol):
+    """An object store that writes many objects at once (such as a pack)."""
+
+    def open_batch(self) -> ObjectBatch:
+        """Start a batch of new objects."""
+        ...
+
+
+class LooseBatch:
+    """A batch over any ``ObjectStore``: one ``put_if_absent`` per object.
+
+    Objects become readable one by one as they are put; ``commit`` flushes the
+    store, which makes them durable. Write order is the caller's order, so
+    an object is stored after those it names (W2 of the format).
+
+    Args:
+        store: The store written to.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def put(self, oid: ObjectId, parts: Sequence[FramePart]) -> bool:
+        """Store the frame unless ``oid`` is stored."""
+        if oid in self.store.has_many([oid]):
+            return False
+        return self.store.put_if_absent(oid, join_parts(parts))
+
+    def has(self, oid: ObjectId) -> bool:
+        """Return whether ``oid`` is stored."""
+        return oid in self.store.has_many([oid])
+
+    def commit(self) -> None:
+        """Flush the store."""
+        self.store.flush()
+
+    def abort(self) -> None:
+        """Nothing to undo: what was written is unreferenced garbage."""
+
+
+def open_batch(store: ObjectStore) -> ObjectBatch:
+    """Start a batch on ``store``: its own kind if it has one, else a loose one."""
+    if isinstance(store, BatchingObjectStore):
+        return store.open_batch()
+    return LooseBatch(store)
+
+
+def read_frame_prefix(store: ObjectStore, oid: ObjectId, size: int) -> bytes:
+    """Return the first ``size`` bytes (or fewer) of the stored frame of ``oid``.
+
+    Stores that can read part of a frame offer ``get_frame_prefix``; for the
+    others the whole frame is read.
+
+    Raises:
+        ObjectNotFoundError: If no object has that id.
+    """
+    reader = getattr(store, "get_frame_prefix", None)
+    if callable(reader):
+        prefix: bytes = reader(oid, size)
+        return prefix
+    return store.get_framed(oid)[:size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +342,13 @@ class EpochIndex(Protocol):
         ...
 
 
-def put_object(store: ObjectStore, obj: StoredObject, *, level: int = 3) -> ObjectId:
+def put_object(
+    target: ObjectStore | ObjectBatch, obj: StoredObject, *, level: int = 3
+) -> ObjectId:
     """Encode, frame and store an object unless it is already stored.
 
     Args:
-        store: Where to store it.
+        target: The store, or a batch of it, to write to.
         obj: The object.
         level: The zstandard level (0 stores raw).
 
@@ -246,22 +357,30 @@ def put_object(store: ObjectStore, obj: StoredObject, *, level: int = 3) -> Obje
     """
     payload = encode_object(obj)
     oid = object_id(obj)
-    if oid not in store.has_many([oid]):
-        store.put_if_absent(oid, frame(obj.kind, payload, level=level))
+    # a batch has ``put`` and ``commit``; checked by attribute, which is cheaper
+    # than a runtime protocol check for each of a commit's many small objects
+    if hasattr(target, "commit") and hasattr(target, "put"):
+        target = cast(ObjectBatch, target)
+        if not target.has(oid):
+            target.put(oid, [frame(obj.kind, payload, level=level)])
+    elif oid not in target.has_many([oid]):
+        target.put_if_absent(oid, frame(obj.kind, payload, level=level))
     return oid
 
 
 def get_object(store: ObjectStore, oid: ObjectId) -> StoredObject:
     """Read, verify and decode an object.
 
+    A blob stored as a delta or in chunks is read with its base or chunks.
+
     Raises:
-        ObjectNotFoundError: If it is not stored.
+        ObjectNotFoundError: If it (or an object its frame needs) is not stored.
         CorruptObjectError: If its bytes do not hash back to ``oid`` or do not
             decode.
     """
     framed = store.get_framed(oid)
     location = store.describe(oid)
-    decoded = unframe(framed, object_id=oid, location=location)
+    decoded = unframe(framed, object_id=oid, location=location, source=store)
     try:
         return decode_object(decoded.kind, decoded.payload, oid=oid)
     except CorruptObjectError as exc:

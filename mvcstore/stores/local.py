@@ -1,8 +1,10 @@
 """The embedded backend: objects as files, refs and the epoch index in SQLite.
 
-Objects live under ``objects/XX/YYYY...`` (the id's hex split after two
-digits), each written to a temporary file, fsynced, then renamed into place, so
-a reader sees a whole object or none. Refs, the reflog, HEAD, open epochs and
+Objects live in pack files under ``objects/packs/`` (a commit's new objects in
+one pack, published by its index: see ``stores.packs``) or as loose files under
+``objects/XX/YYYY...`` (the id's hex split after two digits), each written to a
+temporary file, fsynced, then renamed into place, so a reader sees a whole
+object or none. Refs, the reflog, HEAD, open epochs and
 the epoch index live in one SQLite database in WAL mode with
 ``synchronous=FULL``: a ref moved is a ref kept. This module must not know what
 sessions or revisions mean.
@@ -19,9 +21,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from mvcstore.codec import ID_SIZE, ObjectId
+from mvcstore.codec import (
+    DEPENDENCY_PREFIX,
+    ENCODING_CHUNKED,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    ID_SIZE,
+    KINDS,
+    FramePart,
+    ObjectId,
+    frame_dependencies,
+    join_parts,
+)
 from mvcstore.errors import (
     BackendUnavailableError,
+    CorruptObjectError,
     InvalidInputError,
     ObjectNotFoundError,
     RefConflictError,
@@ -29,6 +43,16 @@ from mvcstore.errors import (
 )
 from mvcstore.objects import Epoch
 from mvcstore.stores.base import EpochEntry, OpenEpoch, ReflogEntry
+from mvcstore.stores.liveness import DroppedEpoch
+from mvcstore.stores.packs import (
+    INDEX_TMP_PREFIX,
+    PACKS_DIR,
+    PackLocation,
+    PackSet,
+    PackWriter,
+    decode_index,
+    scan_records,
+)
 
 __all__ = [
     "LocalObjectStore",
@@ -41,6 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TMP_PREFIX: Final = "obj-"
+_KIND_BY_CODE: Final = {code: kind for kind, code in KINDS.items()}
 
 INDEX_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -82,34 +107,61 @@ CREATE TABLE IF NOT EXISTS epoch_parents (
     PRIMARY KEY (child, pos)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS epoch_children ON epoch_parents (parent);
+CREATE TABLE IF NOT EXISTS dropped (
+    id      BLOB PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    policy  TEXT NOT NULL
+);
 """
 
 
 class LocalObjectStore:
-    """Objects as files under one folder.
+    """Objects in pack files and as loose files under one folder.
+
+    Batches (``open_batch``) write packs; ``put_if_absent`` writes loose files.
+    Both are read alike. Pack indexes are loaded when the store opens and
+    again when an object is not found, so packs other writers publish are seen.
 
     Args:
         root: The ``objects`` folder.
         tmp: A folder on the same file system for temporary files.
         durable: When False, skip fsync (tests and throwaway repositories).
+        packs: When False, batches write loose files (format 1 repositories).
     """
 
-    def __init__(self, root: Path, tmp: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, tmp: Path, *, durable: bool = True, packs: bool = True
+    ) -> None:
         self.root = root
         self.tmp = tmp
         self.durable = durable
+        self.use_packs = packs
         self.location = str(root)
         self._dirty_dirs: set[Path] = set()
         self._lock = threading.Lock()
+        self.packs = PackSet(root / PACKS_DIR)
+        self.packs.refresh()
 
     def path_of(self, oid: ObjectId) -> Path:
         """Return the file that holds (or would hold) ``oid``."""
         text = oid.hex
         return self.root / text[:2] / text[2:]
 
+    def locate(self, oid: ObjectId) -> PackLocation | None:
+        """Return where ``oid`` is packed, or None if it is not (or loose only)."""
+        found = self.packs.locate(oid)
+        if found is None and not self.path_of(oid).exists() and self.packs.refresh():
+            found = self.packs.locate(oid)
+        return found
+
     def describe(self, oid: ObjectId) -> str:
-        """Return the object's file path, for messages."""
-        return str(self.path_of(oid))
+        """Return the object's pack and offset, or its file path, for messages."""
+        found = self.packs.locate(oid)
+        return found.describe() if found is not None else str(self.path_of(oid))
+
+    def open_batch(self) -> _PackBatch:
+        """Start a batch of new objects, written into one pack on commit."""
+        return _PackBatch(self)
 
     def put_if_absent(self, oid: ObjectId, framed: bytes) -> bool:
         """Write the object through a temporary file, fsync and rename.
@@ -118,6 +170,8 @@ class LocalObjectStore:
             BackendUnavailableError: If the file system refuses the write (for
                 example when the disk is full).
         """
+        if self.packs.contains(oid):
+            return False
         target = self.path_of(oid)
         if target.exists():
             # a crashed writer may have renamed it without the folder fsync
@@ -150,17 +204,64 @@ class LocalObjectStore:
         return True
 
     def get_framed(self, oid: ObjectId) -> bytes:
-        """Read the object's file.
+        """Read the object's frame from its pack or its file.
 
         Raises:
-            ObjectNotFoundError: If the file does not exist.
+            ObjectNotFoundError: If it is neither packed nor a file.
+            CorruptObjectError: If its pack is shorter than its index says.
             BackendUnavailableError: If it cannot be read.
         """
+        return self.get_frame_prefix(oid, None)
+
+    def get_frame_view(self, oid: ObjectId) -> memoryview | bytes:
+        """Return the object's frame, as a view of its mapped pack when packed.
+
+        Decoders read large frames through this without copying them.
+
+        Raises:
+            ObjectNotFoundError: If it is neither packed nor a file.
+            CorruptObjectError: If its pack is shorter than its index says.
+            BackendUnavailableError: If it cannot be read.
+        """
+        found = self.packs.locate(oid)
+        if found is not None:
+            view = self.packs.view(found)
+            if view is not None:
+                return view
+        return self.get_frame_prefix(oid, None)
+
+    def get_frame_prefix(self, oid: ObjectId, size: int | None) -> bytes:
+        """Read the first ``size`` bytes of the object's frame (all if None).
+
+        Raises:
+            ObjectNotFoundError: If it is neither packed nor a file.
+            CorruptObjectError: If its pack is shorter than its index says.
+            BackendUnavailableError: If it cannot be read.
+        """
+        found = self.packs.locate(oid)
+        if found is not None:
+            try:
+                return self.packs.read(oid, found, size)
+            except BackendUnavailableError:
+                if found.pack.exists():
+                    raise
+                # gc rewrote the pack since this store loaded it: look again
+                self.packs.refresh()
+                moved = self.packs.locate(oid)
+                if moved is None:
+                    raise ObjectNotFoundError(
+                        oid.hex, location=str(found.pack)
+                    ) from None
+                return self.packs.read(oid, moved, size)
         path = self.path_of(oid)
         try:
             with open(path, "rb") as handle:
-                return handle.read()
+                return handle.read() if size is None else handle.read(size)
         except FileNotFoundError as exc:
+            # another writer may have published a pack since the last look
+            found = self.packs.locate(oid) if self.packs.refresh() else None
+            if found is not None:
+                return self.packs.read(oid, found, size)
             raise ObjectNotFoundError(oid.hex, location=str(path)) from exc
         except OSError as exc:
             raise BackendUnavailableError(
@@ -168,11 +269,18 @@ class LocalObjectStore:
             ) from exc
 
     def has_many(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
-        """Return the ids whose files exist."""
-        return {oid for oid in oids if self.path_of(oid).exists()}
+        """Return the ids that are packed or whose files exist."""
+        return {
+            oid
+            for oid in oids
+            if self.packs.contains(oid) or self.path_of(oid).exists()
+        }
 
     def iter_ids(self) -> Iterator[ObjectId]:
-        """Yield every stored object's id, skipping stray files."""
+        """Yield every stored object's id once, skipping stray files."""
+        self.packs.refresh()
+        packed = set(self.packs.iter_ids())
+        yield from packed
         if not self.root.is_dir():
             return
         for fan in sorted(self.root.iterdir()):
@@ -183,34 +291,272 @@ class LocalObjectStore:
                 if len(text) != 2 * ID_SIZE:
                     continue
                 try:
-                    yield ObjectId.from_hex(text)
+                    oid = ObjectId.from_hex(text)
                 except InvalidInputError:
                     continue
+                if oid not in packed:
+                    yield oid
+
+    def has_loose_objects(self) -> bool:
+        """Return whether any fan-out folder of loose objects exists."""
+        try:
+            with os.scandir(self.root) as entries:
+                return any(len(entry.name) == 2 and entry.is_dir() for entry in entries)
+        except FileNotFoundError:
+            return False
 
     def delete(self, oid: ObjectId) -> None:
-        """Remove an object's file (garbage collection only)."""
-        _remove_quietly(self.path_of(oid))
+        """Remove an object (garbage collection only); see ``delete_many``."""
+        self.delete_many([oid])
+
+    def delete_many(self, oids: Iterable[ObjectId]) -> None:
+        """Remove objects (garbage collection only).
+
+        Loose files are unlinked. A pack holding a removed object is rewritten
+        whole, never edited in place: its other objects are copied into a new
+        pack, which is made durable and published before the old pack's index
+        and then the old pack are removed, so every other object stays readable
+        throughout. The new pack keeps the old one's modification time, so the
+        objects it holds do not look younger to the next gc.
+
+        Raises:
+            BackendUnavailableError: If a pack cannot be read or written.
+            CorruptObjectError: If a pack's index is damaged.
+        """
+        self.packs.refresh()
+        doomed: dict[str, set[bytes]] = {}
+        for oid in oids:
+            _remove_quietly(self.path_of(oid))
+            found = self.packs.locate(oid)
+            if found is not None:
+                doomed.setdefault(found.pack.stem, set()).add(oid.raw)
+        for name, raws in doomed.items():
+            self._rewrite_pack(name, raws)
+
+    def _rewrite_pack(self, name: str, doomed: set[bytes]) -> None:
+        folder = self.packs.folder
+        old_pack, old_index = folder / f"{name}.pack", folder / f"{name}.idx"
+        try:
+            entries, _ = decode_index(old_index.read_bytes(), where=str(old_index))
+            mtime = old_pack.stat().st_mtime
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise BackendUnavailableError(
+                self.location, f"cannot read {old_index}: {exc.strerror or exc}"
+            ) from exc
+        keep = sorted(
+            ((raw, where) for raw, where in entries.items() if raw not in doomed),
+            key=lambda item: item[1][0],
+        )
+        writer: PackWriter | None = None
+        if keep:
+            writer = PackWriter(folder, self.tmp, durable=self.durable)
+            try:
+                with open(old_pack, "rb") as handle:
+                    for raw, (offset, length) in keep:
+                        data = os.pread(handle.fileno(), length, offset)
+                        if len(data) != length:
+                            raise CorruptObjectError(
+                                raw.hex(),
+                                "the pack is shorter than its index says",
+                                location=str(old_pack),
+                            )
+                        writer.add(ObjectId(raw), [data])
+                fresh = writer.finish()
+                os.utime(writer.path, (mtime, mtime))
+            except OSError as exc:
+                writer.discard()
+                raise BackendUnavailableError(
+                    self.location, f"cannot rewrite {old_pack}: {exc.strerror or exc}"
+                ) from exc
+            except BaseException:
+                writer.discard()
+                raise
+
+        # the new pack is durable and published first: a crash from here on
+        # leaves duplicates or an old pack without index, both garbage
+        self.packs.forget(name)
+        if writer is not None:
+            self.packs.publish(writer.name, fresh, writer.size)
+        _remove_quietly(old_index)
+        _remove_quietly(old_pack)
+        if self.durable:
+            _fsync_dir(folder)
+        logger.debug("rewrote %s without %d objects", name, len(doomed))
+
+    def refresh(self) -> None:
+        """Load packs written and forget packs removed since the last look."""
+        self.packs.refresh()
 
     def flush(self) -> None:
         """Fsync every folder that received a new object since the last flush."""
         with self._lock:
             dirs, self._dirty_dirs = self._dirty_dirs, set()
-        if not self.durable:
+        # no loose file written: nothing to make durable (packs fsync their own)
+        if not self.durable or not dirs:
             return
         for folder in sorted(dirs | {self.root}):
-            _fsync_dir(folder)
+            try:
+                _fsync_dir(folder)
+            except OSError as exc:
+                raise BackendUnavailableError(
+                    self.location,
+                    f"cannot make {folder} durable: {exc.strerror or exc}",
+                    hint="free disk space or fix permissions, then commit again",
+                ) from exc
+
+    def stat_object(self, oid: ObjectId) -> tuple[int, float]:
+        """Return the object's stored size and its file's (or pack's) time.
+
+        Raises:
+            ObjectNotFoundError: If the object is not stored.
+        """
+        found = self.locate(oid)
+        if found is not None:
+            try:
+                return found.length, found.pack.stat().st_mtime
+            except FileNotFoundError as exc:
+                raise ObjectNotFoundError(oid.hex, location=str(found.pack)) from exc
+        path = self.path_of(oid)
+        try:
+            info = path.stat()
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(oid.hex, location=str(path)) from exc
+        return info.st_size, info.st_mtime
+
+    def object_kind(self, oid: ObjectId) -> str | None:
+        """Return the kind in the object's frame header, or None if unsure.
+
+        Raises:
+            ObjectNotFoundError: If the file does not exist.
+        """
+        try:
+            head = self.get_frame_prefix(oid, FRAME_HEADER_SIZE)
+        except (OSError, BackendUnavailableError, CorruptObjectError):
+            return None
+        if len(head) < FRAME_HEADER_SIZE or head[:4] != FRAME_MAGIC or head[4] != 1:
+            return None
+        return _KIND_BY_CODE.get(head[5])
+
+    def frame_dependencies(self, oid: ObjectId) -> list[ObjectId]:
+        """Return the objects the frame of ``oid`` needs: its base or chunks.
+
+        Only the start of a frame is read, except for a chunked frame, which
+        is its chunk table.
+
+        Raises:
+            ObjectNotFoundError: If ``oid`` is not stored.
+            CorruptObjectError: If its frame cannot be parsed.
+        """
+        head = self.get_frame_prefix(oid, DEPENDENCY_PREFIX)
+        if len(head) > FRAME_HEADER_SIZE and head[6] == ENCODING_CHUNKED:
+            head = self.get_framed(oid)
+        try:
+            return frame_dependencies(head)
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(
+                oid.hex, exc.reason, location=self.describe(oid)
+            ) from exc
+
+    def check_packs(self) -> tuple[list[tuple[ObjectId | None, str]], int]:
+        """Check every pack file against its index, for fsck.
+
+        Returns:
+            The faults found (the object concerned, or None for a whole pack or
+            index, and what is wrong), and how many objects the packs without
+            an index hold: garbage a crash between a pack and its index left.
+        """
+        self.packs.refresh()
+        faults: list[tuple[ObjectId | None, str]] = [
+            (None, f"pack index {self.packs.folder / name}.idx {detail}")
+            for name, detail in sorted(self.packs.damaged().items())
+        ]
+        for path, _ in sorted(self.packs.packs()):
+            faults.extend(self.packs.check(path))
+        garbage = sum(len(scan_records(path)) for path in self.packs.orphans())
+        return faults, garbage
 
     def stale_temporaries(self, *, older_than_s: float) -> list[Path]:
-        """Return temporary files left by writers that died."""
+        """Return temporary files, and packs without index, left by dead writers."""
         now = time.time()
         out = []
-        for path in self.tmp.glob(f"{_TMP_PREFIX}*"):
+        for path in [
+            *self.tmp.glob(f"{_TMP_PREFIX}*"),
+            *self.tmp.glob(f"{INDEX_TMP_PREFIX}*"),
+            *self.packs.orphans(),
+        ]:
             try:
                 if now - path.stat().st_mtime > older_than_s:
                     out.append(path)
             except FileNotFoundError:
                 continue
         return out
+
+
+class _PackBatch:
+    """A batch of a ``LocalObjectStore``: one pack, published on commit.
+
+    Frames are written to the pack as they are put, from any thread; nothing
+    is readable before ``commit`` has made the pack and its index durable.
+    """
+
+    def __init__(self, store: LocalObjectStore) -> None:
+        self.store = store
+        self._ids: set[bytes] = set()
+        self._lock = threading.Lock()
+        self._writer: PackWriter | None = None
+        # most repositories hold no loose object: then no file is looked for
+        self._loose = store.has_loose_objects()
+        if store.use_packs:
+            store.packs.refresh()
+            self._writer = PackWriter(
+                store.packs.folder, store.tmp, durable=store.durable
+            )
+
+    def put(self, oid: ObjectId, parts: Sequence[FramePart]) -> bool:
+        """Add a frame to the pack unless ``oid`` is stored or already added.
+
+        Raises:
+            BackendUnavailableError: If the file system refuses the write.
+        """
+        if self._stored(oid):
+            return False
+        with self._lock:
+            if oid.raw in self._ids:
+                return False
+            self._ids.add(oid.raw)
+            if self._writer is None:
+                return self.store.put_if_absent(oid, join_parts(parts))
+            self._writer.add(oid, parts)
+        return True
+
+    def has(self, oid: ObjectId) -> bool:
+        """Return whether ``oid`` is stored or already in this batch."""
+        return oid.raw in self._ids or self._stored(oid)
+
+    def _stored(self, oid: ObjectId) -> bool:
+        return self.store.packs.contains(oid) or (
+            self._loose and self.store.path_of(oid).exists()
+        )
+
+    def commit(self) -> None:
+        """Write the pack's index and publish its objects.
+
+        Raises:
+            BackendUnavailableError: If a write or fsync fails.
+        """
+        if self._writer is not None:
+            entries = self._writer.finish()
+            if entries:
+                self.store.packs.publish(self._writer.name, entries, self._writer.size)
+        else:
+            self.store.flush()
+
+    def abort(self) -> None:
+        """Remove the unfinished pack."""
+        if self._writer is not None:
+            self._writer.discard()
 
 
 def _remove_quietly(path: Path) -> None:
@@ -278,7 +624,15 @@ class SqliteDatabase:
             self.conn.close()
 
 
-def _database_error(path: Path, exc: sqlite3.Error) -> RepositoryFormatError:
+def _database_error(
+    path: Path, exc: sqlite3.Error
+) -> RepositoryFormatError | BackendUnavailableError:
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return BackendUnavailableError(
+            str(path),
+            f"the disk is full ({exc})",
+            hint="free disk space, then run the command again",
+        )
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return RepositoryFormatError(
             f"database {path} stayed locked by another writer ({exc})",
@@ -308,8 +662,15 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             self.db.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.Error as failed:
+            # a failed COMMIT (a full disk) may leave the transaction open
+            if self.db.conn.in_transaction:
+                self.db.conn.execute("ROLLBACK")
+            raise _database_error(self.db.path, failed) from failed
         finally:
             self.db._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise _database_error(self.db.path, exc) from exc
 
 
 def _oid(raw: object) -> ObjectId | None:
@@ -591,9 +952,57 @@ class SqliteEpochIndex:
             for oid in ids[start : start + 500]:
                 yield batch[oid]
 
+    def add_dropped(
+        self, oids: Iterable[ObjectId], *, time_ns: int, policy: str
+    ) -> int:
+        """Record epochs whose weights were dropped, in one transaction.
+
+        Returns:
+            How many epochs were newly recorded (earlier drops are kept).
+        """
+        added = 0
+        with self.db.transaction() as conn:
+            for oid in dict.fromkeys(oids):
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO dropped (id, time_ns, policy)"
+                    " VALUES (?, ?, ?)",
+                    (oid.raw, time_ns, policy),
+                )
+                added += cursor.rowcount
+        return added
+
+    def get_dropped(self, oids: Iterable[ObjectId]) -> dict[ObjectId, DroppedEpoch]:
+        """Return the drop records of those of ``oids`` that were dropped."""
+        wanted = [oid.raw for oid in dict.fromkeys(oids)]
+        out: dict[ObjectId, DroppedEpoch] = {}
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            rows = self.db.execute(
+                "SELECT id, time_ns, policy FROM dropped"
+                f" WHERE id IN ({','.join('?' * len(batch))})",
+                batch,
+            )
+            for row in rows:
+                record = _dropped(row)
+                out[record.id] = record
+        return out
+
+    def iter_dropped(self) -> Iterator[DroppedEpoch]:
+        """Yield every drop record, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, time_ns, policy FROM dropped ORDER BY time_ns, id"
+        )
+        for row in rows:
+            yield _dropped(row)
+
     def delete(self, oids: Iterable[ObjectId]) -> None:
         """Remove epochs and their parent links from the index."""
         raws = [(oid.raw,) for oid in oids]
         with self.db.transaction() as conn:
             conn.executemany("DELETE FROM epochs WHERE id = ?", raws)
             conn.executemany("DELETE FROM epoch_parents WHERE child = ?", raws)
+
+
+def _dropped(row: tuple[object, ...]) -> DroppedEpoch:
+    raw, when, policy = row
+    return DroppedEpoch(id=_req_oid(raw), time_ns=int(str(when)), policy=str(policy))

@@ -13,9 +13,18 @@ Typical use in a training loop::
     repo = mvcstore.Repo.init("runs")
     session = repo.session("baseline")
     for epoch in range(10):
-        train_one_epoch(model, optimizer)
-        mvt.commit(session, model, optimizer=optimizer, metrics={"val_acc": acc})
+        train_one_epoch(model, optimizer, loader)
+        mvt.commit(
+            session, model, optimizer=optimizer, loader=loader,
+            metrics={"val_acc": acc},
+        )
     model = mvt.restore(repo, "baseline#6", factory=Net)
+
+    # continue training from epoch 6 in another process, bit for bit
+    resumed = mvt.resume(
+        repo, "baseline#6", Net, lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        loader=loader,
+    )
 """
 
 from mvcstore.torch.graph import (
@@ -33,6 +42,7 @@ from mvcstore.torch.models import (
     optimizer_state,
     restore,
 )
+from mvcstore.torch.resume import InexactResumeWarning, Resumed, resume
 from mvcstore.torch.tensors import TorchAdapter
 
 __all__ = [
@@ -48,4 +58,7 @@ __all__ = [
     "restore",
     "load_state",
     "optimizer_state",
+    "resume",
+    "Resumed",
+    "InexactResumeWarning",
 ]

@@ -7,7 +7,10 @@ arguments, other simple attributes, and the shape and dtype of every parameter
 and buffer. When ``torch.fx`` can trace the model, the nodes are wired with the
 tensors that flow between them and the graph's ``meta["program"]`` keeps the
 traced program in order, enough to rebuild a runnable module without the
-model's own class; otherwise the graph falls back to the module tree.
+model's own class; otherwise the graph falls back to the module tree. A layer
+pruned with ``torch.nn.utils.prune`` keeps its logical tensors (``weight``) in
+``data`` and the re-parametrisation in the node's ``wrapper`` (see
+``mvcstore.torch.pruning``).
 
 Rebuilding imports nothing named by stored data except ``torch.nn`` layer
 classes and a short allow-list of tensor functions: a graph is data, never
@@ -31,6 +34,7 @@ from torch import nn
 from mvcstore.codec import Value
 from mvcstore.errors import InvalidInputError
 from mvcstore.objects import Graph, Node
+from mvcstore.torch.pruning import logical_tensors, pruning_wrapper
 from mvcstore.torch.tensors import dtype_name, torch_dtype
 
 __all__ = [
@@ -149,15 +153,12 @@ def _module_data(
         and name not in args
         and _is_simple(value)
     }
-    params = {
-        name: _tensor_facts(param)
-        for name, param in module._parameters.items()
-        if param is not None
-    }
+    # a pruned tensor is recorded as the layer sees it; its re-parametrisation
+    # goes into the node's wrapper
+    own_params, own_buffers = logical_tensors(module)
+    params = {name: _tensor_facts(param) for name, param in own_params.items()}
     buffers: dict[str, Value] = {}
-    for name, buffer in module._buffers.items():
-        if buffer is None:
-            continue
+    for name, buffer in own_buffers.items():
         facts = _tensor_facts(buffer)
         if name in module._non_persistent_buffers_set:
             facts["persistent"] = False
@@ -442,6 +443,11 @@ def capture_graph(model: nn.Module, example_input: object = None) -> Graph:
             data = cast(dict[str, Value], raw_nodes[node_id]["data"])
             data["output_shapes"] = found
 
+    by_path = dict(model.named_modules())
+    wrappers = {
+        node_id: pruning_wrapper(by_path[cast(str, data["path"])])
+        for node_id, data in modules.items()
+    }
     nodes = {
         node_id: Node(
             id=node_id,
@@ -449,6 +455,7 @@ def capture_graph(model: nn.Module, example_input: object = None) -> Graph:
             data=cast(Mapping[str, Value], parts["data"]),
             inputs=cast(Mapping[str, Value], parts["inputs"]),
             outputs=cast(Mapping[str, Value], parts["outputs"]),
+            wrapper=wrappers.get(node_id),
         )
         for node_id, parts in raw_nodes.items()
     }
@@ -543,13 +550,13 @@ def _as_argument(value: Value) -> object:
 
 def _tensor_shapes(module: nn.Module) -> dict[str, tuple[list[int], str]]:
     found: dict[str, tuple[list[int], str]] = {}
-    for kind, table in (("params", module._parameters), ("buffers", module._buffers)):
+    params, buffers = logical_tensors(module)
+    for kind, table in (("params", params), ("buffers", buffers)):
         for name, tensor in table.items():
-            if tensor is not None:
-                found[f"{kind}.{name}"] = (
-                    [int(dim) for dim in tensor.shape],
-                    dtype_name(tensor.dtype),
-                )
+            found[f"{kind}.{name}"] = (
+                [int(dim) for dim in tensor.shape],
+                dtype_name(tensor.dtype),
+            )
     return found
 
 

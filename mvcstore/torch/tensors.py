@@ -209,5 +209,23 @@ class TorchAdapter:
         """
         return tensor_from_bytes(raw.dtype, raw.shape, raw.data)
 
+    if sys.byteorder == "little":
+        # stored bytes are little-endian: only then can they land in place
+
+        def allocate(
+            self, dtype: str, shape: tuple[int, ...]
+        ) -> tuple[torch.Tensor, memoryview]:
+            """Return a new CPU tensor and a byte view of its memory.
+
+            A checkout decodes straight into it: the bytes are written once,
+            into torch's own memory (``arrays.AllocatingAdapter``).
+
+            Raises:
+                InvalidInputError: If this torch release lacks the dtype.
+            """
+            out = torch.empty(shape, dtype=torch_dtype(dtype))
+            view: memoryview = out.reshape(-1).view(torch.uint8).numpy().data
+            return out, view
+
 
 register_adapter(TorchAdapter())

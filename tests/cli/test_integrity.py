@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from safetensors.numpy import load_file
+from support import drop_object, overwrite_region, stored_region
 
 from mvcstore import Repo
 
@@ -12,12 +13,14 @@ def _flip_one_byte_of_tensor_data(root, revision, tensor):
         epoch = repo.resolve(revision)
         state = repo.get(epoch.state)
         blob_id = repo.get(state.tensors[tensor]).data
-        path = repo.objects.path_of(blob_id)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2 + 8] ^= 0x01
-    path.chmod(0o644)
-    path.write_bytes(bytes(data))
+        # packed or loose: the byte flipped lies inside this object's frame
+        region = stored_region(repo, blob_id)
+    overwrite_region(region, lambda frame: _flip_byte(frame, len(frame) // 2 + 8))
     return blob_id.hex
+
+
+def _flip_byte(frame, position):
+    frame[position] ^= 0x01
 
 
 def test_flipped_byte_fails_checkout_and_fsck_naming_the_object(history, kit):
@@ -49,7 +52,7 @@ def test_missing_object_file_is_reported_by_fsck(history):
     history.damaged = True
     with Repo.open(history.root) as repo:
         state_id = repo.resolve("main#1").state
-        repo.objects.path_of(state_id).unlink()
+        drop_object(repo, state_id)
 
     result = history.mvc("fsck", "--json", expect=1).json()
 

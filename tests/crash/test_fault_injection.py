@@ -1,13 +1,15 @@
 """A store that fails on the Nth write, for every N of one commit.
 
-Whichever write fails, the session stays on its previous epoch, fsck finds
-nothing wrong, and committing again succeeds.
+A write is a ``put_if_absent``, a ``put`` into a batch (a pack being written),
+or the ``commit`` of a batch (its pack and index made durable). Whichever write
+fails, the session stays on its previous epoch, fsck finds nothing wrong, and
+committing again succeeds.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +17,13 @@ import pytest
 from support import assert_clean, make_graph
 
 from mvcstore import Epoch, Repo, Session
-from mvcstore.codec import ObjectId
+from mvcstore.codec import FramePart, ObjectId
 from mvcstore.errors import BackendUnavailableError
-from mvcstore.stores.base import ObjectStore
+from mvcstore.stores.base import ObjectBatch, ObjectStore, open_batch
 
 
 class FailingObjectStore:
-    """Wraps an object store; the ``fail_at``-th ``put_if_absent`` raises."""
+    """Wraps an object store; the ``fail_at``-th write raises."""
 
     def __init__(self, inner: ObjectStore, *, fail_at: int | None) -> None:
         self.inner = inner
@@ -30,7 +32,7 @@ class FailingObjectStore:
         self.writes = 0
         self._lock = threading.Lock()
 
-    def put_if_absent(self, oid: ObjectId, framed: bytes) -> bool:
+    def count_write(self) -> None:
         with self._lock:
             self.writes += 1
             failing = self.writes == self.fail_at
@@ -38,7 +40,13 @@ class FailingObjectStore:
             raise BackendUnavailableError(
                 self.location, f"injected failure on write {self.fail_at}"
             )
+
+    def put_if_absent(self, oid: ObjectId, framed: bytes) -> bool:
+        self.count_write()
         return self.inner.put_if_absent(oid, framed)
+
+    def open_batch(self) -> ObjectBatch:
+        return FailingBatch(self, open_batch(self.inner))
 
     def get_framed(self, oid: ObjectId) -> bytes:
         return self.inner.get_framed(oid)
@@ -57,6 +65,28 @@ class FailingObjectStore:
 
     def flush(self) -> None:
         self.inner.flush()
+
+
+class FailingBatch:
+    """A batch of the inner store whose puts and commit count as writes."""
+
+    def __init__(self, store: FailingObjectStore, inner: ObjectBatch) -> None:
+        self.store = store
+        self.inner = inner
+
+    def put(self, oid: ObjectId, parts: Sequence[FramePart]) -> bool:
+        self.store.count_write()
+        return self.inner.put(oid, parts)
+
+    def has(self, oid: ObjectId) -> bool:
+        return self.inner.has(oid)
+
+    def commit(self) -> None:
+        self.store.count_write()
+        self.inner.commit()
+
+    def abort(self) -> None:
+        self.inner.abort()
 
 
 def _weights(number: int) -> dict[str, np.ndarray]:
@@ -118,8 +148,9 @@ def _assert_second_epoch(repo: Repo, epoch: Epoch) -> None:
 
 
 def test_a_commit_writes_every_new_object_once(tmp_path: Path) -> None:
-    # three new tensors (blob and tensor each), two states, a graph, the epoch
-    assert _writes_of_one_commit(tmp_path) == 3 * 2 + 2 + 1 + 1
+    # three new tensors (blob and tensor each), two states, a graph, the epoch,
+    # then the commit of the batch (one pack) that holds them
+    assert _writes_of_one_commit(tmp_path) == 3 * 2 + 2 + 1 + 1 + 1
 
 
 def test_failed_write_at_every_point_keeps_the_old_epoch(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Golden vectors: the one module that pins ids and canonical bytes.
+"""Golden vectors: the one module that pins ids, canonical bytes and frames.
 
 Every vector is recomputed with the code and must equal both the value pinned
 here and the value printed in the vector block of ``docs/format.md``. A vector
@@ -14,9 +14,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import blake3
+import numpy as np
 import pytest
 
-from mvcstore.codec import ObjectId, encode, frame, hash_object, unframe
+from mvcstore.codec import (
+    ObjectId,
+    bits_frame,
+    chunked_frame,
+    decode_into,
+    delta_frame,
+    encode,
+    frame,
+    hash_object,
+    join_parts,
+    planes_frame,
+    unframe,
+)
+from mvcstore.errors import ObjectNotFoundError
 from mvcstore.objects import (
     Blob,
     Epoch,
@@ -28,6 +42,13 @@ from mvcstore.objects import (
     decode_object,
     encode_object,
     object_id,
+)
+from mvcstore.stores.packs import (
+    PACK_HEADER_SIZE,
+    PACK_MAGIC,
+    RECORD_HEADER_SIZE,
+    decode_index,
+    encode_index,
 )
 
 FORMAT_DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
@@ -130,6 +151,52 @@ EPOCH_2 = Epoch(
     meta={"exact_resume": True},
 )
 
+# format 2 encodings: small enough that every section is stored, so the bytes
+# do not depend on the zstandard release
+PLANES_DATA = np.arange(1, 17, dtype="<f4")
+DELTA_DATA = (PLANES_DATA * np.float32(1.5)).astype("<f4")
+BITS_DATA = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1, 0], dtype=np.uint8)
+CHUNKED_DATA = b"mvcstore chunks!"
+CHUNKS = (CHUNKED_DATA[:10], CHUNKED_DATA[10:])
+
+
+def _u8(array: np.ndarray) -> np.ndarray:
+    return array.reshape(-1).view(np.uint8)
+
+
+def encoded_frames() -> dict[str, bytes]:
+    """Return the format 2 frames pinned as vectors, by name."""
+    base = hash_object("blob", _u8(PLANES_DATA).data)
+    return {
+        "planes-f32": join_parts(planes_frame(_u8(PLANES_DATA), 4)),
+        "delta-f32": join_parts(
+            delta_frame(_u8(DELTA_DATA), _u8(PLANES_DATA), base=base, depth=1, width=4)
+        ),
+        "bits-bool": join_parts(bits_frame(BITS_DATA, 1, b"\x01")),
+        "chunked-two": chunked_frame(
+            len(CHUNKED_DATA),
+            [(hash_object("blob", chunk), len(chunk)) for chunk in CHUNKS],
+        ),
+    }
+
+
+def pack_of_one() -> tuple[bytes, bytes]:
+    """Return a pack holding the frame of the blob ``mvcstore``, and its index."""
+    framed = frame("blob", b"mvcstore")
+    oid = hash_object("blob", b"mvcstore")
+    pack = (
+        PACK_MAGIC
+        + bytes((1, 0, 0, 0))
+        + oid.raw
+        + struct.pack("<Q", len(framed))
+        + framed
+    )
+    index = encode_index(
+        {oid.raw: (PACK_HEADER_SIZE + RECORD_HEADER_SIZE, len(framed))}, len(pack)
+    )
+    return pack, index
+
+
 OBJECTS: dict[str, StoredObject] = {
     "blob-empty": Blob(b""),
     "blob-mvcstore": Blob(b"mvcstore"),
@@ -139,6 +206,10 @@ OBJECTS: dict[str, StoredObject] = {
     "graph": GRAPH,
     "epoch-1": EPOCH_1,
     "epoch-2": EPOCH_2,
+    "blob-planes-f32": Blob(PLANES_DATA.tobytes()),
+    "blob-delta-f32": Blob(DELTA_DATA.tobytes()),
+    "blob-bits-bool": Blob(BITS_DATA.tobytes()),
+    "blob-chunked-two": Blob(CHUNKED_DATA),
 }
 """Objects whose ids are pinned; those not blobs also have their payload pinned."""
 
@@ -153,6 +224,11 @@ def compute_vectors() -> dict[str, str]:
         if not isinstance(obj, Blob):
             out[f"payload.{name}"] = encode_object(obj).hex()
         out[f"id.{name}"] = object_id(obj).hex
+    for name, framed in encoded_frames().items():
+        out[f"frame.{name}"] = framed.hex()
+    pack, index = pack_of_one()
+    out["pack.blob-mvcstore"] = pack.hex()
+    out["index.blob-mvcstore"] = index.hex()
     return out
 
 
@@ -245,6 +321,49 @@ PINNED: dict[str, str] = {
         "313066656463626139383736353433323130"
     ),
     "id.epoch-2": "73dad654d8744beff25d323e3c65b5f80bd9a0c6f157b7e3efee49403870ed4c",
+    "id.blob-planes-f32": (
+        "f3461e9cc52caa2e8d4d39a53992921764a3f8fb3438848082cea61ec6a03f6a"
+    ),
+    "id.blob-delta-f32": (
+        "d69a825a846e6010e6c5a5e02d7538a733c90a998bccac74dd617ba99e7fc324"
+    ),
+    "id.blob-bits-bool": (
+        "3e9c8e72ba2b421d8f0b588e74f9da35dd04954db6c916a49eb0fbb95340301a"
+    ),
+    "id.blob-chunked-two": (
+        "37c2723b6fa623676cb5bd16b97f51434a857d6b7e97c13989a969beed7c24eb"
+    ),
+    "frame.planes-f32": (
+        "6d76636f01010200400000000000000004001000000000000000000000000000"
+        "0000000000000000000000100000000000000000000000000000000000000000"
+        "00000000100000000000000080004080a0c0e000102030405060708000100000"
+        "00000000003f404040404040414141414141414141"
+    ),
+    "frame.delta-f32": (
+        "6d76636f010103004000000000000000f3461e9cc52caa2e8d4d39a539929217"
+        "64a3f8fb3438848082cea61ec6a03f6a01040010000000000000000000000000"
+        "0000000000000000000000001000000000000000000000000000000000000000"
+        "000000000010000000000000004040d04050d0c8404850b4d0ccc8c440001000"
+        "00000000000000000000000101000000000000000000"
+    ),
+    "frame.bits-bool": "6d76636f010104000a0000000000000001010002000000000000008d01",
+    "frame.chunked-two": (
+        "6d76636f0101050010000000000000000200000000000000b1421d5002777de5"
+        "7a4b2cf27aa8e5eb50eeed48580d8dbc1dc0a54490b49ee30a00000000000000"
+        "e4f2d5edb7eb140be5dad8f49e904dfc951f3814f9f18341a60cf16ebbd5dbf7"
+        "0600000000000000"
+    ),
+    "pack.blob-mvcstore": (
+        "6d7663700100000091cb7d338385a2101b5819527c9658e20ed108e942e105be"
+        "7f1c4952956dc77e18000000000000006d76636f010100000800000000000000"
+        "6d766373746f7265"
+    ),
+    "index.blob-mvcstore": (
+        "6d766369010000000100000000000000480000000000000091cb7d338385a210"
+        "1b5819527c9658e20ed108e942e105be7f1c4952956dc77e3000000000000000"
+        "1800000000000000430bf9be736c7a1726ef9578f7bf4b2793d5847143ecb9ff"
+        "9db1c8c4f8324687"
+    ),
 }
 
 
@@ -337,6 +456,63 @@ def test_compressed_frame_keeps_the_pinned_header() -> None:
     assert unframe(framed, object_id=hash_object("blob", bytes(4096))).payload == (
         bytes(4096)
     )
+
+
+class _Frames:
+    """The pinned frames as a store, for the frames that name others."""
+
+    def __init__(self) -> None:
+        self.frames = {
+            hash_object("blob", _u8(PLANES_DATA).data): encoded_frames()["planes-f32"]
+        }
+        for chunk in CHUNKS:
+            self.frames[hash_object("blob", chunk)] = frame("blob", chunk)
+
+    def get_framed(self, oid: ObjectId) -> bytes:
+        try:
+            return self.frames[oid]
+        except KeyError:
+            raise ObjectNotFoundError(oid.hex) from None
+
+    def describe(self, oid: ObjectId) -> str:
+        return "pinned"
+
+
+@pytest.mark.parametrize(
+    ("name", "blob"),
+    [
+        ("planes-f32", "blob-planes-f32"),
+        ("delta-f32", "blob-delta-f32"),
+        ("bits-bool", "blob-bits-bool"),
+        ("chunked-two", "blob-chunked-two"),
+    ],
+)
+def test_pinned_format_2_frame_decodes_to_its_blob(name: str, blob: str) -> None:
+    framed = bytes.fromhex(PINNED[f"frame.{name}"])
+    oid = ObjectId.from_hex(PINNED[f"id.{blob}"])
+    expected = OBJECTS[blob]
+    assert isinstance(expected, Blob)
+
+    decoded = unframe(framed, object_id=oid, source=_Frames())
+    out = np.empty(len(expected.data), dtype=np.uint8)
+    decode_into(oid, out, _Frames(), framed=framed)
+
+    assert decoded.payload == expected.data
+    assert out.tobytes() == expected.data
+
+
+def test_pinned_pack_index_finds_the_pinned_frame() -> None:
+    pack = bytes.fromhex(PINNED["pack.blob-mvcstore"])
+    entries, size = decode_index(
+        bytes.fromhex(PINNED["index.blob-mvcstore"]), where="pinned"
+    )
+    oid = ObjectId.from_hex(PINNED["id.blob-mvcstore"])
+
+    offset, length = entries[oid.raw]
+
+    assert size == len(pack)
+    assert pack[offset : offset + length].hex() == PINNED["frame.blob-mvcstore"]
+    assert pack[offset - RECORD_HEADER_SIZE : offset - 8] == oid.raw
 
 
 def test_epoch_id_field_is_never_hashed() -> None:

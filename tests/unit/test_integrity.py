@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
-from support import make_graph
+from support import drop_object, make_graph, overwrite_region, stored_region
 
 from mvcstore import Epoch, Repo
 from mvcstore.codec import FRAME_HEADER_SIZE, ObjectId
 from mvcstore.errors import CorruptObjectError, MvcError, ObjectNotFoundError
 from mvcstore.objects import State, Tensor
+from mvcstore.stores.local import LocalObjectStore
 
 pytestmark = pytest.mark.damaged
 
@@ -23,19 +23,26 @@ REGULAR = np.zeros(4096, dtype=np.float32)
 
 @dataclass
 class History:
-    """Session ``a``: a#1 holds ``w1``; a#2 and a#3 share ``w2``. ``b`` forks at a#1."""
+    """Session ``a``: a#1 holds ``w1``; a#2 and a#3 share ``w2``. ``b`` forks at a#1.
+
+    Objects are in packs (what commits write) or loose files (format 1, and
+    what ``put_if_absent`` writes), as the fixture's parameter says.
+    """
 
     repo: Repo
     a: list[Epoch]
     b: Epoch
+    packed: bool
 
 
 def _state(w: np.ndarray, number: int) -> dict[str, np.ndarray]:
     return {"w": w, "regular": REGULAR, "n": np.array([number], dtype=np.int64)}
 
 
-@pytest.fixture
-def history(repo: Repo) -> History:
+@pytest.fixture(params=["packed", "loose"])
+def history(repo: Repo, request: pytest.FixtureRequest) -> History:
+    assert isinstance(repo.objects, LocalObjectStore)
+    repo.objects.use_packs = request.param == "packed"
     session = repo.session("a")
     w1, w2 = RANDOM, RANDOM[::-1].copy()
     a = [
@@ -44,7 +51,7 @@ def history(repo: Repo) -> History:
         session.commit(_state(w2, 3)),
     ]
     b = repo.fork("b", at="a#1").commit(_state(w1, 10))
-    return History(repo, a, b)
+    return History(repo, a, b, packed=request.param == "packed")
 
 
 def _tensor(repo: Repo, epoch: Epoch, name: str) -> Tensor:
@@ -56,56 +63,46 @@ def _tensor(repo: Repo, epoch: Epoch, name: str) -> Tensor:
     return tensor
 
 
-def _path(repo: Repo, oid: ObjectId) -> Path:
-    path = repo.path / "objects" / oid.hex[:2] / oid.hex[2:]
-    assert path.is_file()
-    return path
+def _flip(
+    position: Callable[[int], int], mask: int = 0x01
+) -> Callable[[Repo, ObjectId], None]:
+    def damage(repo: Repo, oid: ObjectId) -> None:
+        def change(frame: bytearray) -> None:
+            frame[position(len(frame))] ^= mask
+
+        overwrite_region(stored_region(repo, oid), change)
+
+    return damage
 
 
-def _flip_payload_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    middle = FRAME_HEADER_SIZE + (len(data) - FRAME_HEADER_SIZE) // 2
-    data[middle] ^= 0x01
-    path.write_bytes(bytes(data))
+def _cut(keep: Callable[[int], int]) -> Callable[[Repo, ObjectId], None]:
+    # a loose file is cut short; a packed frame cannot be, so its lost bytes
+    # read as zeros, which is what a torn write in a pack leaves
+    def damage(repo: Repo, oid: ObjectId) -> None:
+        region = stored_region(repo, oid)
+
+        def change(frame: bytearray) -> None:
+            kept = keep(len(frame))
+            if region.packed:
+                frame[kept:] = bytes(len(frame) - kept)
+            else:
+                del frame[kept:]
+
+        overwrite_region(region, change)
+
+    return damage
 
 
-def _flip_header_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[9] ^= 0x80
-    path.write_bytes(bytes(data))
-
-
-def _flip_last_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def _truncate_half(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _truncate_to_header(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:FRAME_HEADER_SIZE])
-
-
-def _empty(path: Path) -> None:
-    path.write_bytes(b"")
-
-
-def _delete(path: Path) -> None:
-    path.unlink()
-
-
-DAMAGES: dict[str, Callable[[Path], None]] = {
-    "flipped-payload-byte": _flip_payload_byte,
-    "flipped-header-byte": _flip_header_byte,
-    "flipped-last-byte": _flip_last_byte,
-    "truncated-half": _truncate_half,
-    "truncated-to-header": _truncate_to_header,
-    "emptied": _empty,
-    "deleted": _delete,
+DAMAGES: dict[str, Callable[[Repo, ObjectId], None]] = {
+    "flipped-payload-byte": _flip(
+        lambda size: FRAME_HEADER_SIZE + (size - FRAME_HEADER_SIZE) // 2
+    ),
+    "flipped-header-byte": _flip(lambda size: 9, 0x80),
+    "flipped-last-byte": _flip(lambda size: size - 1),
+    "truncated-half": _cut(lambda size: size // 2),
+    "truncated-to-header": _cut(lambda size: FRAME_HEADER_SIZE),
+    "emptied": _cut(lambda size: 0),
+    "deleted": drop_object,
 }
 
 
@@ -139,7 +136,7 @@ def test_damaged_blob_is_named_by_reads_and_fsck(history: History, damage: str) 
     repo = history.repo
     blob = _tensor(repo, history.a[1], "w").data
 
-    DAMAGES[damage](_path(repo, blob))
+    DAMAGES[damage](repo, blob)
 
     with pytest.raises(_expected_error(damage)) as caught:
         repo.checkout("a")
@@ -158,9 +155,9 @@ def test_damaged_blob_is_named_by_reads_and_fsck(history: History, damage: str) 
 def test_damaged_compressed_blob_is_named(history: History, damage: str) -> None:
     repo = history.repo
     blob = _tensor(repo, history.a[0], "regular").data
-    assert len(_path(repo, blob).read_bytes()) < REGULAR.nbytes
+    assert stored_region(repo, blob).length < REGULAR.nbytes
 
-    DAMAGES[damage](_path(repo, blob))
+    DAMAGES[damage](repo, blob)
 
     with pytest.raises(_expected_error(damage)) as caught:
         repo.checkout("b")
@@ -174,7 +171,7 @@ def test_earlier_epochs_read_back_when_a_later_blob_is_damaged(
     history: History,
 ) -> None:
     repo = history.repo
-    _flip_payload_byte(_path(repo, _tensor(repo, history.a[1], "w").data))
+    DAMAGES["flipped-payload-byte"](repo, _tensor(repo, history.a[1], "w").data)
 
     checkout = repo.checkout("a#1")
 
@@ -190,7 +187,7 @@ def test_damaged_head_epoch_is_named_and_its_parents_read_back(
     head = history.a[2].id
     assert head is not None
 
-    DAMAGES[damage](_path(repo, head))
+    DAMAGES[damage](repo, head)
 
     with pytest.raises(_expected_error(damage)) as caught:
         repo.checkout("a")
@@ -209,7 +206,7 @@ def test_damaged_middle_epoch_names_its_descendants(
     middle = history.a[1].id
     assert middle is not None
 
-    DAMAGES[damage](_path(repo, middle))
+    DAMAGES[damage](repo, middle)
 
     with pytest.raises(_expected_error(damage)):
         repo.checkout("a#2")
@@ -230,7 +227,7 @@ def test_damaged_tree_object_is_named(history: History, kind: str) -> None:
     ]
     assert oid is not None
 
-    _flip_last_byte(_path(repo, oid))
+    DAMAGES["flipped-last-byte"](repo, oid)
 
     with pytest.raises(CorruptObjectError) as caught:
         repo.checkout("a#1")
@@ -245,7 +242,7 @@ def test_ref_to_a_missing_epoch_is_named(history: History) -> None:
     head = history.b.id
     assert head is not None
 
-    _path(repo, head).unlink()
+    drop_object(repo, head)
 
     with pytest.raises(ObjectNotFoundError):
         repo.resolve("b")
@@ -257,8 +254,14 @@ def test_object_swapped_for_another_is_corrupt(history: History) -> None:
     repo = history.repo
     first, second = history.a[0].id, history.a[1].id
     assert first is not None and second is not None
+    if history.packed:
+        pytest.skip("a packed frame cannot be swapped for one of another length")
+    other = stored_region(repo, second)
 
-    _path(repo, first).write_bytes(_path(repo, second).read_bytes())
+    overwrite_region(
+        stored_region(repo, first),
+        lambda frame: frame.__setitem__(slice(None), other.path.read_bytes()),
+    )
 
     with pytest.raises(CorruptObjectError, match="does not hash to its id"):
         repo.get(first)
@@ -270,6 +273,8 @@ def test_stray_files_are_not_problems(history: History) -> None:
     (repo.path / "tmp" / "obj-0123-99-1").write_bytes(b"half written")
     (repo.path / "objects" / "README").write_text("not an object")
     (repo.path / "objects" / "zz").mkdir()
+    (repo.path / "objects" / "packs").mkdir(exist_ok=True)
+    (repo.path / "objects" / "packs" / "notes.txt").write_text("not a pack")
 
     report = repo.fsck()
 

@@ -20,6 +20,7 @@ PACKAGE = Path(mvcstore.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "codec": 1,
+    "encodings": 1,
     "objects": 2,
     "arrays": 2,
     "stfile": 2,
@@ -28,7 +29,12 @@ LAYERS: dict[str, int] = {
     "lineage": 5,
     "metrics": 6,
     "repo": 7,
+    "diff": 7,
+    "gc": 7,
+    "repair": 7,
+    "remote": 7,
     "torch": 8,
+    "dashboard": 8,
     "cli": 9,
     "__main__": 9,
 }
@@ -47,6 +53,8 @@ DRIVERS: dict[str, tuple[str, ...]] = {
     "opensearchpy": ("mvcstore.metrics.elastic",),
     "opensearch": ("mvcstore.metrics.elastic",),
     "torch": ("mvcstore.torch",),
+    "matplotlib": ("mvcstore.dashboard.plot",),
+    "plotly": ("mvcstore.dashboard.plot",),
 }
 
 

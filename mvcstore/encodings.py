@@ -1,0 +1,470 @@
+"""Byte transforms under the storage encodings of tensor data.
+
+This layer owns the arithmetic that the frame encodings of ``codec`` apply to a
+blob's bytes before and after zstandard: splitting little-endian elements into
+byte planes and joining them back, the XOR of two equally long byte strings
+(kept in planes, so the XOR of a whole chain can be summed up before one join),
+packing tensors whose elements are all zero or one single bit pattern into one
+bit each, and the sections (stored or zstandard) those bytes are kept in. It
+knows nothing of ids, kinds, objects or stores; ``docs/format.md`` section 5
+gives every byte.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from mvcstore.errors import CorruptObjectError
+
+__all__ = [
+    "Bytes",
+    "PLANE_WIDTHS",
+    "DELTA_WIDTHS",
+    "BITS_WIDTHS",
+    "SECTION_STORED",
+    "SECTION_ZSTD",
+    "SECTION_HEADER_SIZE",
+    "Section",
+    "plane_width",
+    "as_bytes",
+    "split_planes",
+    "xor_planes",
+    "join_planes_into",
+    "xor_planes_into",
+    "xor_into",
+    "find_bit_pattern",
+    "pack_bits",
+    "unpack_bits_into",
+    "compress_section",
+    "section_header",
+    "read_sections",
+    "check_section_size",
+    "section_into",
+    "section_bytes",
+    "xor_section_into",
+    "zstd_decompress",
+    "zstd_decompress_into",
+]
+
+Bytes: TypeAlias = npt.NDArray[np.uint8]
+"""A one-dimensional array of bytes."""
+
+PLANE_WIDTHS: Final = (2, 4, 8)
+"""Element widths a byte-plane frame may declare."""
+
+DELTA_WIDTHS: Final = (1, 2, 4, 8)
+"""Element widths a delta frame may declare (1: no planes)."""
+
+BITS_WIDTHS: Final = (1, 2, 4, 8)
+"""Element widths a packed-bits frame may declare."""
+
+SECTION_STORED: Final = 0
+SECTION_ZSTD: Final = 1
+_SECTION: Final = struct.Struct("<BQ")
+SECTION_HEADER_SIZE: Final = _SECTION.size
+
+_SAMPLE_FROM: Final = 64 << 10
+"""Sections from this size on are sampled before compressing them whole."""
+_SAMPLE_PIECE: Final = 32 << 10
+"""The most bytes of each of the three sampled pieces (start, middle, end)."""
+_UINT_BY_WIDTH: Final[dict[int, type[np.unsignedinteger]]] = {
+    1: np.uint8,
+    2: np.uint16,
+    4: np.uint32,
+    8: np.uint64,
+}
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # a compressor is not safe to share between threads: one per thread and level
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(
+        _local, "compressors", None
+    )
+    if cache is None:
+        cache = {}
+        _local.compressors = cache
+    found = cache.get(level)
+    if found is None:
+        found = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        cache[level] = found
+    return found
+
+
+def plane_width(dtype_size: int) -> int:
+    """Return the plane width for elements of ``dtype_size`` bytes.
+
+    Complex elements split as their two real parts; a 1-byte element has no
+    planes (width 1).
+    """
+    return 8 if dtype_size == 16 else dtype_size
+
+
+def as_bytes(data: Bytes | memoryview | bytes) -> Bytes:
+    """Return ``data`` as a one-dimensional uint8 array, without copying."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return np.frombuffer(view, dtype=np.uint8)
+
+
+def split_planes(data: Bytes, width: int) -> list[Bytes]:
+    """Return the byte planes of ``data``: every element's byte 0, then byte 1...
+
+    Args:
+        data: Little-endian elements of ``width`` bytes.
+        width: The element width; 1 returns ``data`` itself.
+
+    Returns:
+        ``width`` contiguous arrays of ``len(data) // width`` bytes.
+    """
+    if width == 1:
+        return [data]
+    out = np.empty((width, data.size // width), dtype=np.uint8)
+    np.copyto(out, data.reshape(-1, width).T)
+    return list(out)
+
+
+def xor_planes(new: Bytes, old: Bytes, width: int) -> list[Bytes]:
+    """Return the byte planes of ``new XOR old`` without making the XOR first."""
+    if width == 1:
+        return [np.bitwise_xor(new, old)]
+    a, b = new.reshape(-1, width), old.reshape(-1, width)
+    out = np.empty((width, new.size // width), dtype=np.uint8)
+    for plane in range(width):
+        np.bitwise_xor(a[:, plane], b[:, plane], out=out[plane])
+    return list(out)
+
+
+def join_planes_into(planes: Sequence[Bytes], width: int, out: Bytes) -> None:
+    """Write byte planes back into little-endian elements in ``out``."""
+    if width == 1:
+        np.copyto(out, planes[0])
+        return
+    grid = out.reshape(-1, width)
+    for plane, values in enumerate(planes):
+        grid[:, plane] = values
+
+
+def xor_planes_into(planes: Sequence[Bytes], width: int, out: Bytes) -> None:
+    """XOR byte planes into the little-endian elements held in ``out``."""
+    if width == 1:
+        np.bitwise_xor(out, planes[0], out=out)
+        return
+    grid = out.reshape(-1, width)
+    for plane, values in enumerate(planes):
+        column = grid[:, plane]
+        np.bitwise_xor(column, values, out=column)
+
+
+def xor_into(target: Bytes, other: Bytes) -> None:
+    """XOR ``other`` into ``target`` in place (equal lengths)."""
+    np.bitwise_xor(target, other, out=target)
+
+
+def find_bit_pattern(data: Bytes, width: int) -> bytes | None:
+    """Return P if every element of ``data`` is all zero bytes or the pattern P.
+
+    A tensor of zeros gives ``width`` zero bytes. Widths other than 1, 2, 4
+    and 8, and data with three or more distinct elements, give None. The
+    first 4096 elements are checked first, so most data is refused cheaply.
+
+    Args:
+        data: Elements of ``width`` bytes.
+        width: The element width.
+    """
+    kind = _UINT_BY_WIDTH.get(width)
+    if kind is None or data.size == 0 or data.size % width:
+        return None
+    values = data.view(kind)
+    head = values[:4096]
+    found = np.flatnonzero(head)
+    if found.size == 0:
+        found = np.flatnonzero(values)
+        if found.size == 0:
+            return bytes(width)
+    pattern = values[found[0]]
+    for probe in (head, values):
+        if not np.all((probe == 0) | (probe == pattern)):
+            return None
+    return values[found[0] : found[0] + 1].tobytes()
+
+
+def pack_bits(data: Bytes, width: int, pattern: bytes) -> Bytes:
+    """Return one bit per element: 1 where the element equals ``pattern``.
+
+    Bits are packed least significant first; the last byte is padded with 0.
+    """
+    values = data.view(_UINT_BY_WIDTH[width])
+    target = np.frombuffer(pattern, dtype=_UINT_BY_WIDTH[width])[0]
+    if not target:
+        return np.zeros((values.size + 7) // 8, dtype=np.uint8)
+    packed: Bytes = np.packbits(values == target, bitorder="little")
+    return packed
+
+
+def unpack_bits_into(
+    bitmap: Bytes,
+    width: int,
+    pattern: bytes,
+    out: Bytes,
+    corrupt: Callable[[str], CorruptObjectError],
+) -> None:
+    """Write ``pattern`` where a bit is 1 and zero bytes where it is 0.
+
+    Raises:
+        CorruptObjectError: If a padding bit of the last byte is set.
+    """
+    count = out.size // width
+    if count % 8 and int(bitmap[-1]) >> (count % 8):
+        raise corrupt("padding bits of the bitmap are set")
+    bits = np.unpackbits(bitmap, bitorder="little", count=count)
+    kind = _UINT_BY_WIDTH[width]
+    values = out.view(kind)
+    target = np.frombuffer(pattern, dtype=kind)[0]
+    np.multiply(bits, target, out=values, casting="unsafe")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One stored run of bytes inside a frame body.
+
+    Attributes:
+        method: ``SECTION_STORED`` or ``SECTION_ZSTD``.
+        body: The stored bytes (the bytes themselves, or one zstandard frame).
+    """
+
+    method: int
+    body: memoryview
+
+
+def compress_section(
+    data: Bytes, *, level: int = 1, min_saving: float = 0.95
+) -> tuple[int, Bytes | bytes]:
+    """Compress ``data`` with zstandard when that saves enough.
+
+    Sections of 64 KiB or more are sampled first (three pieces of up to 32 KiB
+    from the start, middle and end): when the sample does not compress, the
+    whole is stored without trying.
+
+    Args:
+        data: The bytes.
+        level: The zstandard level.
+        min_saving: Keep the compressed form only below this share of the size.
+
+    Returns:
+        The method and the bytes to store.
+    """
+    size = data.size
+    if size < 64:
+        return SECTION_STORED, data
+    if size >= _SAMPLE_FROM:
+        piece = min(_SAMPLE_PIECE, size // 8)
+        middle = size // 2
+        sample = np.concatenate(
+            (data[:piece], data[middle : middle + piece], data[size - piece :])
+        )
+        packed_sample = _compressor(level).compress(sample.data)
+        if len(packed_sample) >= sample.size * min_saving:
+            return SECTION_STORED, data
+    packed = _compressor(level).compress(data.data)
+    if len(packed) < size * min_saving:
+        return SECTION_ZSTD, packed
+    return SECTION_STORED, data
+
+
+def section_header(method: int, stored_size: int) -> bytes:
+    """Return the 9 bytes that open a section."""
+    return _SECTION.pack(method, stored_size)
+
+
+def read_sections(
+    body: memoryview,
+    offset: int,
+    count: int,
+    corrupt: Callable[[str], CorruptObjectError],
+) -> tuple[list[Section], int]:
+    """Parse ``count`` sections from ``body`` starting at ``offset``.
+
+    Returns:
+        The sections and the offset just after the last one.
+
+    Raises:
+        CorruptObjectError: If a section header is cut short, names an unknown
+            method, or claims more bytes than the body holds.
+    """
+    out: list[Section] = []
+    for _ in range(count):
+        if offset + SECTION_HEADER_SIZE > len(body):
+            raise corrupt("a section header is cut short")
+        method, stored = _SECTION.unpack_from(body, offset)
+        offset += SECTION_HEADER_SIZE
+        if method not in (SECTION_STORED, SECTION_ZSTD):
+            raise corrupt(f"unknown section method {method}")
+        if stored > len(body) - offset:
+            raise corrupt(f"a section claims {stored} bytes past the end of the frame")
+        out.append(Section(method, body[offset : offset + stored]))
+        offset += stored
+    return out, offset
+
+
+def check_section_size(
+    section: Section, length: int, corrupt: Callable[[str], CorruptObjectError]
+) -> None:
+    """Check that a section holds ``length`` bytes, without decoding it.
+
+    Raises:
+        CorruptObjectError: If a stored section has another length, or a
+            zstandard frame is bad or declares another size.
+    """
+    if section.method == SECTION_STORED:
+        if len(section.body) != length:
+            raise corrupt(
+                f"a stored section is {len(section.body)} bytes, not {length}"
+            )
+        return
+    try:
+        declared = zstandard.frame_content_size(section.body)
+    except zstandard.ZstdError as exc:
+        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    if declared != length:
+        raise corrupt(f"a compressed section declares {declared} bytes, not {length}")
+
+
+def section_bytes(
+    section: Section, length: int, corrupt: Callable[[str], CorruptObjectError]
+) -> Bytes:
+    """Return a section's ``length`` bytes: a view when stored, else decoded.
+
+    A decoded section lands in a buffer of the calling thread, reused by its
+    next call: use the result before decoding another section.
+
+    Raises:
+        CorruptObjectError: If the stored length is wrong or the zstandard
+            frame is bad, declares another size, or has bytes after it.
+    """
+    if section.method == SECTION_STORED:
+        if len(section.body) != length:
+            raise corrupt(
+                f"a stored section is {len(section.body)} bytes, not {length}"
+            )
+        return np.frombuffer(section.body, dtype=np.uint8)
+    out = _scratch(length)
+    zstd_decompress_into(section.body, out, corrupt)
+    return out
+
+
+def section_into(
+    section: Section,
+    out: Bytes,
+    corrupt: Callable[[str], CorruptObjectError],
+) -> None:
+    """Decode a section into ``out``, whose length is the section's length."""
+    if section.method == SECTION_STORED:
+        np.copyto(out, section_bytes(section, out.size, corrupt))
+    else:
+        zstd_decompress_into(section.body, out, corrupt)
+
+
+def xor_section_into(
+    section: Section,
+    out: Bytes,
+    corrupt: Callable[[str], CorruptObjectError],
+) -> None:
+    """XOR a section's bytes into ``out``, whose length is the section's length."""
+    np.bitwise_xor(out, section_bytes(section, out.size, corrupt), out=out)
+
+
+def _scratch(size: int) -> Bytes:
+    # one growing buffer per thread: sections decode without a fresh allocation
+    buffer: Bytes | None = getattr(_local, "scratch", None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(max(size, 1 << 16), dtype=np.uint8)
+        _local.scratch = buffer
+    return buffer[:size]
+
+
+def zstd_decompress_into(
+    body: memoryview, out: Bytes, corrupt: Callable[[str], CorruptObjectError]
+) -> None:
+    """Decompress exactly one zstandard frame of exactly ``len(out)`` bytes.
+
+    The output goes straight into ``out``, so a damaged frame can never write
+    past it.
+
+    Raises:
+        CorruptObjectError: If the frame is bad, declares another size, is
+            cut short or is followed by more bytes.
+    """
+    size = out.size
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    if declared != size:
+        raise corrupt(f"compressed frame declares {declared} bytes, header says {size}")
+    view = out.data
+    done = 0
+    try:
+        with _decompressor().stream_reader(body, read_across_frames=True) as reader:
+            while done < size:
+                got = reader.readinto(view[done:])
+                if not got:
+                    raise corrupt("compressed frame is truncated")
+                done += got
+            # one frame exactly: bytes after it would pass the hash unnoticed
+            if reader.read(1):
+                raise corrupt("bytes after the frame")
+    except zstandard.ZstdError as exc:
+        raise corrupt(f"bad zstandard data ({exc})") from exc
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    found: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if found is None:
+        found = zstandard.ZstdDecompressor()
+        _local.decompressor = found
+    return found
+
+
+def zstd_decompress(
+    body: memoryview, size: int, corrupt: Callable[[str], CorruptObjectError]
+) -> bytes:
+    """Decompress exactly one zstandard frame of exactly ``size`` bytes.
+
+    The declared content size bounds the output, so a damaged frame cannot
+    make the reader allocate more than ``size``.
+
+    Raises:
+        CorruptObjectError: On any deviation.
+    """
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    if declared != size:
+        raise corrupt(f"compressed frame declares {declared} bytes, header says {size}")
+    # one frame exactly: bytes after it would pass the hash check unnoticed
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        payload: bytes = decompressor.decompress(body)
+    except zstandard.ZstdError as exc:
+        raise corrupt(f"bad zstandard data ({exc})") from exc
+    if not decompressor.eof:
+        raise corrupt("compressed frame is truncated")
+    if decompressor.unused_data:
+        raise corrupt(f"{len(decompressor.unused_data)} bytes after the frame")
+    if len(payload) != size:
+        raise corrupt(f"payload is {len(payload)} bytes, header says {size}")
+    return payload

@@ -1,0 +1,714 @@
+"""Tensor data through an object store: encodings, chunks, delta bases, checks.
+
+This layer decides how each blob of tensor data is stored (``StorageOptions``):
+as packed bits when every element is zero or one bit pattern, as the XOR
+against the same tensor of the parent epoch when a base is given and its delta
+chain is not too deep, otherwise in byte planes (or zstandard for 1-byte
+elements), raw wherever compression does not pay, and in chunks of
+``chunk_size`` bytes when larger. The work of a whole state is split into jobs
+(a blob, or one chunk of a large one) run on a thread pool: BLAKE3, zstandard
+and NumPy release the GIL. Reading decodes every blob straight into the
+destination buffer the caller allocated, in parallel, and verifies every id.
+Memory beyond the state itself is a few buffers of at most one chunk per
+worker. The ids never depend on any of this; ``docs/format.md`` gives the
+frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Final, Protocol, TypeVar
+
+import blake3
+import numpy as np
+
+from mvcstore.arrays import RawTensor
+from mvcstore.codec import (
+    DEPENDENCY_PREFIX,
+    ENCODING_CHUNKED,
+    ENCODING_DELTA,
+    FRAME_HEADER_SIZE,
+    FramePart,
+    ObjectId,
+    bits_frame,
+    chunked_frame,
+    decode_into,
+    delta_frame,
+    frame,
+    hash_object,
+    parse_frame,
+    parts_size,
+    planes_frame,
+)
+from mvcstore.encodings import (
+    BITS_WIDTHS,
+    PLANE_WIDTHS,
+    Bytes,
+    as_bytes,
+    find_bit_pattern,
+    plane_width,
+)
+from mvcstore.errors import (
+    CorruptObjectError,
+    InvalidInputError,
+    ObjectNotFoundError,
+)
+from mvcstore.objects import Tensor, dtype_size
+from mvcstore.stores.base import ObjectBatch, ObjectStore, read_frame_prefix
+
+__all__ = [
+    "StorageOptions",
+    "BaseData",
+    "BlobJob",
+    "WrittenBlob",
+    "Pool",
+    "write_blobs",
+    "read_blobs",
+    "base_data",
+    "CachedTensor",
+    "DeltaCache",
+    "write_tensors",
+]
+
+logger = logging.getLogger(__name__)
+
+_SMALL: Final = 64
+"""Blobs below this many bytes are stored raw."""
+_DELTA_WINS: Final = 0.75
+"""A delta below this share of the data is kept without trying a whole frame."""
+_HASH_THREADS_FROM: Final = 16 << 20
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageOptions:
+    """How tensor data is stored; none of it changes an id.
+
+    Attributes:
+        chunk_size: Blobs larger than this are stored as chunks of this many
+            bytes (the last one shorter); a multiple of 64.
+        max_delta_depth: Longest chain of deltas before a full copy (0: no
+            deltas). Reading an epoch decodes up to this many deltas per blob.
+        delta_cache_bytes: Tensor bytes a session keeps between commits to
+            use as delta bases without reading them back (0: none). The cache
+            costs this much memory at most: a copy of each cached tensor.
+        level: The zstandard level for tensor data.
+        min_saving: A plane or bitmap is compressed only when that brings it
+            below this share of its size.
+        encodings: False writes format 1 frames only (raw or zstandard).
+    """
+
+    chunk_size: int = 32 << 20
+    max_delta_depth: int = 4
+    delta_cache_bytes: int = 1 << 30
+    level: int = 1
+    min_saving: float = 0.95
+    encodings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 64 or self.chunk_size % 64:
+            raise InvalidInputError(
+                f"chunk size {self.chunk_size} must be a positive multiple of 64"
+            )
+        if not 0 <= self.max_delta_depth <= 255:
+            raise InvalidInputError("max_delta_depth must be between 0 and 255")
+
+
+class Pool(Protocol):
+    """The part of ``concurrent.futures.Executor`` used here."""
+
+    def map(self, fn: Callable[[_T], _R], items: Iterable[_T], /) -> Iterator[_R]:
+        """Run ``fn`` over the items, results in order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BaseData:
+    """A blob a new blob of the same length may be stored as a delta against.
+
+    Attributes:
+        blob: The base blob's id.
+        data: Its bytes when a session cached them; None reads them back.
+        depth: Its delta depth when known (0 for a full frame).
+        chunks: When the base is chunked: each chunk's id, length and depth
+            (None when unknown).
+    """
+
+    blob: ObjectId
+    data: Bytes | None = None
+    depth: int | None = None
+    chunks: tuple[tuple[ObjectId, int, int | None], ...] | None = None
+
+
+@dataclass(slots=True)
+class BlobJob:
+    """One blob to store.
+
+    Attributes:
+        data: The blob's bytes (not copied; must not change until written).
+        element_size: The size of one element of the tensor, for the planes.
+        base: What it may be stored as a delta against, if anything.
+        keep: A buffer of the blob's length to copy the data into for the
+            session's cache, or None. It may be the base's own bytes: they are
+            overwritten only once the delta against them is made.
+        keep_blob: The blob whose bytes ``keep`` holds now, if any (no copy is
+            made when the new blob is the same).
+    """
+
+    data: Bytes
+    element_size: int
+    base: BaseData | None = None
+    keep: Bytes | None = None
+    keep_blob: ObjectId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenBlob:
+    """What storing a blob gave.
+
+    Attributes:
+        blob: The blob's id.
+        depth: The delta depth of its frame (0 unless stored as a delta);
+            None when it was already stored (depth unknown).
+        chunks: For a chunked blob, each chunk's id, length and depth.
+        stored: Bytes of new frames this blob added.
+    """
+
+    blob: ObjectId
+    depth: int | None
+    chunks: tuple[tuple[ObjectId, int, int | None], ...] | None
+    stored: int
+
+
+def write_blobs(
+    jobs: Sequence[BlobJob],
+    *,
+    batch: ObjectBatch,
+    store: ObjectStore,
+    options: StorageOptions,
+    pool: Pool,
+) -> list[WrittenBlob]:
+    """Store many blobs into ``batch``, in parallel, each encoded as it pays.
+
+    Args:
+        jobs: The blobs.
+        batch: Where new frames go.
+        store: Where delta bases are read back from when not cached.
+        options: How to encode.
+        pool: The thread pool.
+
+    Returns:
+        One result per job, in order.
+
+    Raises:
+        BackendUnavailableError: If the batch cannot be written.
+        CorruptObjectError: If a delta base read back does not verify.
+    """
+    writer = _Writer(batch, store, options)
+
+    # hash every blob first (large ones on all threads): what is stored is skipped
+    ids = list(pool.map(_blob_id, [job.data for job in jobs]))
+    tasks: list[Callable[[], object]] = []
+    plans: list[_ChunkPlan | None] = []
+    for job, oid in zip(jobs, ids, strict=True):
+        keep = job.keep if job.keep is not None and job.keep_blob != oid else None
+        if job.data.size > options.chunk_size and options.encodings:
+            chunked = _ChunkPlan(oid, job, options.chunk_size, keep)
+            plans.append(chunked)
+            if writer.claim(oid):
+                tasks.extend(chunked.tasks(writer))
+                continue
+            chunked.skip()
+        else:
+            plans.append(None)
+            if writer.claim(oid):
+                tasks.append(partial(writer.put_whole, oid, job, keep=keep))
+                continue
+        # stored already: only the session's copy may need the bytes
+        if keep is not None:
+            tasks.append(partial(np.copyto, keep, job.data))
+    list(pool.map(_run, tasks))
+
+    # a chunked blob's table after its chunks: readers never see it without them
+    out: list[WrittenBlob] = []
+    for oid, plan in zip(ids, plans, strict=True):
+        if plan is None:
+            depth, size = writer.results.get(oid, (None, 0))
+            out.append(WrittenBlob(oid, depth, None, size))
+        else:
+            out.append(plan.finish(writer))
+    return out
+
+
+def _run(task: Callable[[], object]) -> object:
+    return task()
+
+
+def _blob_id(data: Bytes) -> ObjectId:
+    if data.size >= _HASH_THREADS_FROM:
+        hasher = blake3.blake3(
+            f"blob {data.size}\0".encode("ascii"), max_threads=blake3.blake3.AUTO
+        )
+        hasher.update(data.data)
+        return ObjectId(hasher.digest())
+    return hash_object("blob", data.data)
+
+
+class _Writer:
+    """Encodes blobs and puts them into the batch; shared by the jobs."""
+
+    def __init__(
+        self, batch: ObjectBatch, store: ObjectStore, options: StorageOptions
+    ) -> None:
+        self.batch = batch
+        self.store = store
+        self.options = options
+        self.results: dict[ObjectId, tuple[int | None, int]] = {}
+        self._claimed: set[ObjectId] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, oid: ObjectId) -> bool:
+        """Return True once per id not yet stored: the caller then stores it."""
+        with self._lock:
+            if oid in self._claimed:
+                return False
+            self._claimed.add(oid)
+        return not self.batch.has(oid)
+
+    def put_whole(
+        self,
+        oid: ObjectId,
+        job: BlobJob,
+        *,
+        keep: Bytes | None,
+        base: BaseData | None = None,
+        data: Bytes | None = None,
+    ) -> None:
+        """Encode one blob (or chunk), put it, then copy it into ``keep``."""
+        content = job.data if data is None else data
+        parts, depth = self.encode(content, job.element_size, base or job.base)
+        self.batch.put(oid, parts)
+        with self._lock:
+            self.results[oid] = (depth, parts_size(parts))
+        if keep is not None:
+            # after the delta: ``keep`` may hold the very bytes it was made from
+            np.copyto(keep, content)
+
+    def encode(
+        self, data: Bytes, element_size: int, base: BaseData | None
+    ) -> tuple[list[FramePart], int]:
+        """Return the frame parts of ``data`` and their delta depth."""
+        options = self.options
+        size = data.size
+        if not options.encodings:
+            return [frame("blob", data.data, level=options.level)], 0
+        if size < _SMALL:
+            return [frame("blob", data.data, level=0)], 0
+        width = plane_width(element_size)
+        if width in BITS_WIDTHS:
+            pattern = find_bit_pattern(data, width)
+            if pattern is not None:
+                return bits_frame(data, width, pattern, level=options.level), 0
+        delta = None
+        if base is not None and options.max_delta_depth > 0:
+            delta = self._delta(data, width, base)
+            if delta is not None and parts_size(delta[0]) < size * _DELTA_WINS:
+                return delta
+        whole: list[FramePart]
+        if width in PLANE_WIDTHS:
+            whole = planes_frame(
+                data, width, level=options.level, min_saving=options.min_saving
+            )
+            if parts_size(whole) >= size:
+                whole = [frame("blob", data.data, level=0)]
+        else:
+            whole = [frame("blob", data.data, level=options.level)]
+        # a delta that saves little competes with the whole frame, by size
+        if delta is not None and parts_size(delta[0]) < parts_size(whole):
+            return delta
+        return whole, 0
+
+    def _delta(
+        self, data: Bytes, width: int, base: BaseData
+    ) -> tuple[list[FramePart], int] | None:
+        depth = base.depth
+        if depth is None:
+            depth = _depth_of(self.store, base.blob)
+            if depth is None:
+                return None
+        if depth + 1 > self.options.max_delta_depth:
+            return None
+        old = base.data
+        if old is None:
+            old = np.empty(data.size, dtype=np.uint8)
+            try:
+                decode_into(base.blob, old, self.store)
+            except (CorruptObjectError, ObjectNotFoundError) as exc:
+                # a damaged parent must not stop training: store this one whole
+                logger.warning("no delta against %s: %s", base.blob.hex, exc.message)
+                return None
+        if old.size != data.size:
+            return None
+        parts = delta_frame(
+            data,
+            old,
+            base=base.blob,
+            depth=depth + 1,
+            width=width,
+            level=self.options.level,
+            min_saving=self.options.min_saving,
+        )
+        return parts, depth + 1
+
+
+class _ChunkPlan:
+    """A blob larger than the chunk size: its chunks, then its table."""
+
+    def __init__(
+        self, oid: ObjectId, job: BlobJob, chunk_size: int, keep: Bytes | None
+    ) -> None:
+        self.oid = oid
+        self.job = job
+        self.keep = keep
+        size = job.data.size
+        count = math.ceil(size / chunk_size)
+        # the tail is the last chunk, 1 to chunk_size bytes long
+        self.bounds = [
+            (start, min(start + chunk_size, size))
+            for start in range(0, count * chunk_size, chunk_size)
+        ]
+        self.ids: list[ObjectId | None] = [None] * count
+        self.written = False
+
+    def tasks(self, writer: _Writer) -> list[Callable[[], object]]:
+        """Return one job per chunk."""
+        self.written = True
+        bases = self._bases()
+        return [
+            partial(self._put_chunk, writer, index, base)
+            for index, base in enumerate(bases)
+        ]
+
+    def _bases(self) -> list[BaseData | None]:
+        base = self.job.base
+        out: list[BaseData | None] = [None] * len(self.bounds)
+        if base is None or base.chunks is None or len(base.chunks) != len(self.bounds):
+            return out
+        for index, ((chunk, length, depth), (start, end)) in enumerate(
+            zip(base.chunks, self.bounds, strict=True)
+        ):
+            if length == end - start:
+                data = base.data[start:end] if base.data is not None else None
+                out[index] = BaseData(chunk, data=data, depth=depth)
+        return out
+
+    def _put_chunk(self, writer: _Writer, index: int, base: BaseData | None) -> None:
+        start, end = self.bounds[index]
+        piece = self.job.data[start:end]
+        chunk = hash_object("blob", piece.data)
+        self.ids[index] = chunk
+        keep = self.keep[start:end] if self.keep is not None else None
+        if writer.claim(chunk):
+            writer.put_whole(chunk, self.job, keep=keep, base=base, data=piece)
+        elif keep is not None:
+            np.copyto(keep, piece)
+
+    def skip(self) -> None:
+        """Mark the blob as already stored."""
+        self.written = False
+
+    def finish(self, writer: _Writer) -> WrittenBlob:
+        """Put the chunk table (when the chunks were written)."""
+        if not self.written:
+            return WrittenBlob(self.oid, None, None, 0)
+        chunks: list[tuple[ObjectId, int, int | None]] = []
+        stored = 0
+        for chunk, (start, end) in zip(self.ids, self.bounds, strict=True):
+            if chunk is None:
+                raise InvalidInputError(
+                    f"chunk {start} of {self.oid.hex} was not written"
+                )
+            depth, size = writer.results.get(chunk, (None, 0))
+            chunks.append((chunk, end - start, depth))
+            stored += size
+        table = chunked_frame(
+            self.job.data.size, [(chunk, length) for chunk, length, _ in chunks]
+        )
+        writer.batch.put(self.oid, [table])
+        return WrittenBlob(self.oid, 0, tuple(chunks), stored + len(table))
+
+
+def _depth_of(store: ObjectStore, oid: ObjectId) -> int | None:
+    head = read_frame_prefix(store, oid, DEPENDENCY_PREFIX + 2)
+    if len(head) <= FRAME_HEADER_SIZE:
+        return None
+    if head[6] == ENCODING_DELTA:
+        return head[DEPENDENCY_PREFIX] if len(head) > DEPENDENCY_PREFIX else None
+    if head[6] == ENCODING_CHUNKED:
+        return None
+    return 0
+
+
+def base_data(store: ObjectStore, blob: ObjectId) -> BaseData:
+    """Describe a stored blob as a delta base, reading only frame headers.
+
+    Raises:
+        ObjectNotFoundError: If the blob is not stored.
+        CorruptObjectError: If its frame does not parse.
+    """
+    head = read_frame_prefix(store, blob, DEPENDENCY_PREFIX + 2)
+    if len(head) > FRAME_HEADER_SIZE and head[6] == ENCODING_CHUNKED:
+        layout = parse_frame(store.get_framed(blob), object_id=blob)
+        chunks = tuple(
+            (chunk, length, _depth_of(store, chunk)) for chunk, length in layout.chunks
+        )
+        return BaseData(blob, chunks=chunks)
+    return BaseData(blob, depth=_depth_of(store, blob))
+
+
+def read_blobs(
+    jobs: Sequence[tuple[ObjectId, Bytes]], *, store: ObjectStore, pool: Pool
+) -> None:
+    """Decode blobs into their buffers, in parallel, verifying every id.
+
+    A chunked blob is split into one job per chunk; its whole id is checked
+    once every chunk is in place.
+
+    Args:
+        jobs: Each blob's id and the buffer of exactly its length.
+        store: Where frames are read.
+        pool: The thread pool.
+
+    Raises:
+        ObjectNotFoundError: If a blob or an object its frame needs is missing.
+        CorruptObjectError: Naming the damaged object.
+    """
+    tasks: list[Callable[[], object]] = []
+    wholes: list[tuple[ObjectId, Bytes]] = []
+    for oid, out in jobs:
+        head = read_frame_prefix(store, oid, FRAME_HEADER_SIZE)
+        if len(head) == FRAME_HEADER_SIZE and head[6] == ENCODING_CHUNKED:
+            layout = parse_frame(
+                store.get_framed(oid), object_id=oid, location=store.describe(oid)
+            )
+            if layout.size != out.size:
+                raise CorruptObjectError(
+                    oid.hex,
+                    f"holds {layout.size} bytes where {out.size} are needed",
+                    location=store.describe(oid),
+                )
+            offset = 0
+            for chunk, length in layout.chunks:
+                piece = out[offset : offset + length]
+                tasks.append(partial(decode_into, chunk, piece, store, chunk=True))
+                offset += length
+            wholes.append((oid, out))
+        else:
+            tasks.append(partial(decode_into, oid, out, store))
+    list(pool.map(_run, tasks))
+    list(pool.map(_run, [partial(_check_whole, store, *item) for item in wholes]))
+
+
+def _check_whole(store: ObjectStore, oid: ObjectId, out: Bytes) -> None:
+    if _blob_id(out) != oid:
+        raise CorruptObjectError(
+            oid.hex,
+            "its chunks verify but do not hash to its id together",
+            location=store.describe(oid),
+        )
+
+
+@dataclass(slots=True)
+class CachedTensor:
+    """A tensor a session committed last, kept as the next delta base.
+
+    Attributes:
+        dtype: Its element type.
+        shape: Its shape.
+        blob: Its data's blob id.
+        data: A copy of its data.
+        depth: The delta depth its blob is stored at, if known.
+        chunks: Its chunks' ids, lengths and depths, if it is chunked.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    blob: ObjectId
+    data: Bytes
+    depth: int | None
+    chunks: tuple[tuple[ObjectId, int, int | None], ...] | None
+
+
+class DeltaCache:
+    """A session's copy of the tensors it committed last, by (role, name).
+
+    With it, a commit makes its deltas without reading the parent's data back
+    from the store. It holds at most ``limit`` bytes of tensor data; tensors
+    beyond that are read back when needed. It is valid only for the epoch it
+    was filled by (``epoch``). A commit overwrites its buffers in place, so
+    ``begin`` marks it invalid until ``publish``: a failed or lost commit
+    leaves it empty for the next one.
+
+    Args:
+        limit: The most bytes of tensor data kept.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.epoch: ObjectId | None = None
+        self._valid = True
+        self._entries: dict[tuple[str, str], CachedTensor] = {}
+        self._staged: dict[tuple[str, str], CachedTensor] = {}
+        self._reserved = 0
+
+    def begin(self, base: ObjectId | None) -> None:
+        """Start a commit on ``base``: keep the entries only if they are its."""
+        if not self._valid or self.epoch != base:
+            self.invalidate()
+        self._valid = False
+        self._staged = {}
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of tensor data held."""
+        return sum(entry.data.size for entry in self._entries.values())
+
+    def get(self, key: tuple[str, str]) -> CachedTensor | None:
+        """Return the cached tensor under ``key``, if any."""
+        return self._entries.get(key)
+
+    def buffer_for(self, key: tuple[str, str], size: int) -> Bytes | None:
+        """Return where to keep a new tensor's data, or None if over the limit.
+
+        The tensor's previous buffer is reused when it has the same size.
+        """
+        current = self._entries.get(key)
+        if current is not None and current.data.size == size:
+            return current.data
+        if self._reserved + size > self.limit:
+            return None
+        self._reserved += size
+        return np.empty(size, dtype=np.uint8)
+
+    def stage(self, key: tuple[str, str], entry: CachedTensor) -> None:
+        """Record what the commit in progress keeps under ``key``."""
+        self._staged[key] = entry
+
+    def publish(self, epoch: ObjectId) -> None:
+        """Make the staged tensors the cache of ``epoch``; drop the others."""
+        self._entries, self._staged = self._staged, {}
+        self._reserved = self.nbytes
+        self.epoch = epoch
+        self._valid = True
+
+    def invalidate(self) -> None:
+        """Forget everything (after a failed commit overwrote some buffers)."""
+        self._entries = {}
+        self._staged = {}
+        self._reserved = 0
+        self.epoch = None
+        self._valid = False
+
+
+def _parent_base(
+    parent: Callable[[str], Tensor | None],
+    name: str,
+    raw: RawTensor,
+    store: ObjectStore,
+) -> BaseData | None:
+    # a damaged or missing parent must not stop training: no delta then
+    try:
+        previous = parent(name)
+        if previous is None or (previous.dtype, previous.shape) != (
+            raw.dtype,
+            raw.shape,
+        ):
+            return None
+        return base_data(store, previous.data)
+    except (CorruptObjectError, ObjectNotFoundError) as exc:
+        logger.warning("no delta base for tensor %r: %s", name, exc.message)
+        return None
+
+
+def write_tensors(
+    items: Sequence[tuple[str, RawTensor]],
+    *,
+    role: str,
+    parent: Callable[[str], Tensor | None] | None,
+    cache: DeltaCache | None,
+    batch: ObjectBatch,
+    store: ObjectStore,
+    options: StorageOptions,
+    pool: Pool,
+) -> list[Tensor]:
+    """Store the data of named tensors; return their tensor objects.
+
+    Each tensor may be stored as a delta against the tensor of the same name,
+    dtype and shape that ``cache`` holds (when valid) or ``parent`` names.
+
+    Args:
+        items: Tensor names and raw tensors.
+        role: The state's role (``""`` for the weights), to key the cache.
+        parent: Returns the parent epoch's tensor of a name, or None.
+        cache: The session's cache, valid for the parent epoch, or None.
+        batch: Where new frames go.
+        store: Where bases are read back from.
+        options: How to encode.
+        pool: The thread pool.
+
+    Raises:
+        BackendUnavailableError: If the batch cannot be written.
+        CorruptObjectError: If a base read back does not verify.
+    """
+    jobs: list[BlobJob] = []
+    for name, raw in items:
+        data = as_bytes(raw.data)
+        key = (role, name)
+        cached = cache.get(key) if cache is not None else None
+        base: BaseData | None = None
+        if options.max_delta_depth > 0 and data.size >= _SMALL and options.encodings:
+            if cached is not None and (cached.dtype, cached.shape) == (
+                raw.dtype,
+                raw.shape,
+            ):
+                base = BaseData(
+                    cached.blob,
+                    data=cached.data,
+                    depth=cached.depth,
+                    chunks=cached.chunks,
+                )
+            elif parent is not None:
+                base = _parent_base(parent, name, raw, store)
+        keep = cache.buffer_for(key, data.size) if cache is not None else None
+        keep_blob = cached.blob if cached is not None and keep is cached.data else None
+        jobs.append(BlobJob(data, dtype_size(raw.dtype), base, keep, keep_blob))
+
+    written = write_blobs(jobs, batch=batch, store=store, options=options, pool=pool)
+    out: list[Tensor] = []
+    for (name, raw), job, result in zip(items, jobs, written, strict=True):
+        out.append(
+            Tensor(
+                dtype=raw.dtype, shape=raw.shape, data=result.blob, nbytes=job.data.size
+            )
+        )
+        if cache is not None and job.keep is not None:
+            cached = cache.get((role, name))
+            same = cached is not None and cached.blob == result.blob
+            cache.stage(
+                (role, name),
+                CachedTensor(
+                    dtype=raw.dtype,
+                    shape=raw.shape,
+                    blob=result.blob,
+                    data=job.keep,
+                    depth=cached.depth if same and cached else result.depth,
+                    chunks=cached.chunks if same and cached else result.chunks,
+                ),
+            )
+    return out

@@ -1,0 +1,490 @@
+"""Storage encodings through a repository: deltas, bits, chunks, packs, format 1.
+
+Each test commits epochs with chosen ``StorageOptions``, looks at how the
+blobs were stored (frame encodings, delta depths, packs), and reads every
+epoch back bit for bit. Damage is done in place, wherever an object is
+stored (see ``support.overwrite_region``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import assert_clean, drop_object, overwrite_region, stored_region
+
+import mvcstore.stores.packs as packs_module
+from mvcstore import Epoch, Repo
+from mvcstore.codec import (
+    ENCODING_BITS,
+    ENCODING_CHUNKED,
+    ENCODING_DELTA,
+    ENCODING_PLANES,
+    ENCODING_RAW,
+    ENCODING_ZSTD,
+    ObjectId,
+    parse_frame,
+)
+from mvcstore.errors import (
+    BackendUnavailableError,
+    CorruptObjectError,
+    RepositoryFormatError,
+)
+from mvcstore.objects import State, Tensor
+from mvcstore.repo import FORMAT_VERSION
+from mvcstore.stores.blobs import StorageOptions
+from mvcstore.stores.local import LocalObjectStore
+
+SIZE = 4096
+
+
+def _weights(number: int) -> dict[str, np.ndarray]:
+    """Epoch ``number`` of a slowly trained model: each is the last plus noise."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(SIZE).astype(np.float32)
+    for step in range(1, number + 1):
+        noise = np.random.default_rng(step).standard_normal(SIZE).astype(np.float32)
+        w = (w * (1 + np.float32(1e-3) * noise)).astype(np.float32)
+    return {
+        "w": w.reshape(64, 64),
+        "mask": (np.arange(SIZE) % (number + 2) == 0).reshape(64, 64),
+        "counter": np.array([number * 100], dtype=np.int64),
+    }
+
+
+def _blob(repo: Repo, epoch: Epoch, name: str) -> ObjectId:
+    assert epoch.state is not None
+    state = repo.get(epoch.state)
+    assert isinstance(state, State)
+    tensor = repo.get(state.tensors[name])
+    assert isinstance(tensor, Tensor)
+    return tensor.data
+
+
+def _encoding(repo: Repo, oid: ObjectId) -> tuple[int, int]:
+    """Return a blob's frame encoding and delta depth."""
+    layout = parse_frame(repo.objects.get_framed(oid))
+    return layout.encoding, layout.depth
+
+
+def _commit(repo: Repo, numbers: range, session: str = "main") -> list[Epoch]:
+    line = repo.session(session)
+    return [line.commit(_weights(number), step=number) for number in numbers]
+
+
+def _assert_epoch(repo: Repo, revision: str, number: int) -> None:
+    checkout = repo.checkout(revision)
+    for name, array in _weights(number).items():
+        assert checkout.state[name].dtype == array.dtype
+        assert checkout.state[name].shape == array.shape
+        assert checkout.state[name].tobytes() == array.tobytes(), (revision, name)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "read-back"])
+def test_delta_chain_reaches_its_maximum_depth_then_starts_a_full_copy(
+    repo: Repo, cache: bool
+) -> None:
+    repo.storage = StorageOptions(
+        max_delta_depth=3, delta_cache_bytes=1 << 20 if cache else 0
+    )
+
+    epochs = _commit(repo, range(9))
+
+    found = [_encoding(repo, _blob(repo, epoch, "w")) for epoch in epochs]
+    assert found == [
+        (ENCODING_PLANES, 0),
+        (ENCODING_DELTA, 1),
+        (ENCODING_DELTA, 2),
+        (ENCODING_DELTA, 3),
+        (ENCODING_PLANES, 0),
+        (ENCODING_DELTA, 1),
+        (ENCODING_DELTA, 2),
+        (ENCODING_DELTA, 3),
+        (ENCODING_PLANES, 0),
+    ]
+    for number in range(9):
+        _assert_epoch(repo, f"main#{number + 1}", number)
+
+
+@pytest.mark.damaged
+def test_checkout_in_the_middle_of_a_chain_reads_only_its_own_bases(
+    repo: Repo,
+) -> None:
+    repo.storage = StorageOptions(max_delta_depth=4)
+    epochs = _commit(repo, range(5))
+    middle = _blob(repo, epochs[2], "w")
+    assert _encoding(repo, middle) == (ENCODING_DELTA, 2)
+
+    # the epochs after the middle one are not needed to read it
+    for later in epochs[3:]:
+        drop_object(repo, _blob(repo, later, "w"))
+
+    _assert_epoch(repo, "main#3", 2)
+    _assert_epoch(repo, "main#2", 1)
+
+
+def test_session_cache_and_reading_bases_back_store_the_same_frames(
+    tmp_path: Path,
+) -> None:
+    frames = []
+    for cache in (1 << 20, 0):
+        with Repo.init(tmp_path / str(cache), durable=False) as repo:
+            repo.storage = StorageOptions(max_delta_depth=4, delta_cache_bytes=cache)
+            epochs = _commit(repo, range(4))
+            frames.append(
+                [repo.objects.get_framed(_blob(repo, e, "w")) for e in epochs]
+            )
+            assert_clean(repo)
+    # the same bytes either way (zstandard is deterministic for one version)
+    assert frames[0] == frames[1]
+
+
+def test_new_session_objects_continue_the_chain_of_the_head(repo: Repo) -> None:
+    repo.storage = StorageOptions(max_delta_depth=4)
+    _commit(repo, range(2))
+
+    # a fresh Session has no cache: it reads the parent's bytes back
+    third = repo.session("main").commit(_weights(2), step=2)
+
+    assert _encoding(repo, _blob(repo, third, "w")) == (ENCODING_DELTA, 2)
+    _assert_epoch(repo, "main", 2)
+
+
+@pytest.mark.damaged
+def test_a_damaged_delta_base_fails_its_dependents_naming_the_base(
+    repo: Repo,
+) -> None:
+    repo.storage = StorageOptions(max_delta_depth=4)
+    epochs = _commit(repo, range(4))
+    base = _blob(repo, epochs[1], "w")
+    dependent = _blob(repo, epochs[3], "w")
+    assert _encoding(repo, dependent) == (ENCODING_DELTA, 3)
+
+    def flip(frame: bytearray) -> None:
+        frame[-1] ^= 0x01
+
+    overwrite_region(stored_region(repo, base), flip)
+
+    for revision in ("main#2", "main#3", "main#4"):
+        with pytest.raises(CorruptObjectError) as caught:
+            repo.checkout(revision)
+        assert caught.value.object_id == base.hex
+        assert base.hex in str(caught.value)
+    with pytest.raises(CorruptObjectError) as caught:
+        repo.get(dependent)
+    assert caught.value.object_id == base.hex
+    assert f"in the delta chain of {dependent.hex}" in str(caught.value)
+    _assert_epoch(repo, "main#1", 0)
+
+    # fsck names the base alone, with every epoch that needs it
+    report = repo.fsck()
+    assert [problem.object_id for problem in report.problems] == [base.hex]
+    affects = report.problems[0].affects
+    for epoch in epochs[1:]:
+        assert epoch.id is not None
+        assert any(epoch.id.short() in item for item in affects)
+    assert epochs[0].id is not None
+    assert not any(epochs[0].id.short() in item for item in affects)
+
+
+@pytest.mark.damaged
+def test_a_missing_delta_base_is_reported_missing(repo: Repo) -> None:
+    repo.storage = StorageOptions(max_delta_depth=4)
+    epochs = _commit(repo, range(3))
+    base = _blob(repo, epochs[1], "w")
+
+    drop_object(repo, base)
+
+    report = repo.fsck()
+    assert [(p.kind, p.object_id) for p in report.problems] == [("missing", base.hex)]
+
+
+def test_masks_and_constant_tensors_are_stored_as_bits(repo: Repo) -> None:
+    state = {
+        "mask": np.random.default_rng(1).integers(0, 2, 10_000).astype(np.bool_),
+        "keep": np.where(np.arange(5000) % 3 == 0, 1.0, 0.0).astype(np.float32),
+        "zeros": np.zeros(2048, dtype=np.float64),
+        "minus-zero": np.full(512, -0.0, dtype=np.float16),
+    }
+
+    epoch = repo.session("main").commit(state)
+
+    for name, array in state.items():
+        blob = _blob(repo, epoch, name)
+        assert _encoding(repo, blob)[0] == ENCODING_BITS, name
+        assert len(repo.objects.get_framed(blob)) < array.nbytes / 7
+    checkout = repo.checkout("main")
+    for name, array in state.items():
+        assert checkout.state[name].tobytes() == array.tobytes()
+
+
+@pytest.mark.parametrize("size", [1024, 1000, 1024 + 4, 3 * 1024 - 4])
+def test_a_large_tensor_is_stored_in_chunks_with_its_tail(
+    repo: Repo, size: int
+) -> None:
+    repo.storage = StorageOptions(chunk_size=1024, max_delta_depth=3)
+    rng = np.random.default_rng(size)
+    first = rng.standard_normal(size // 4).astype(np.float32)
+    second = (first * np.float32(1.001)).astype(np.float32)
+
+    epochs = [
+        repo.session("main").commit({"big": first, "small": first[:8]}),
+        repo.session("main").commit({"big": second, "small": first[:8]}),
+    ]
+
+    for epoch, array in zip(epochs, (first, second), strict=True):
+        blob = _blob(repo, epoch, "big")
+        layout = parse_frame(repo.objects.get_framed(blob))
+        if size <= 1024:
+            assert layout.encoding != ENCODING_CHUNKED
+            continue
+        assert layout.encoding == ENCODING_CHUNKED
+        lengths = [length for _, length in layout.chunks]
+        assert lengths[:-1] == [1024] * (len(lengths) - 1)
+        assert 0 < lengths[-1] <= 1024 and sum(lengths) == size
+        checkout = repo.checkout(epoch.id.hex if epoch.id else "")
+        assert checkout.state["big"].tobytes() == array.tobytes()
+    if size > 1024:
+        # the second epoch's chunks are deltas against the first's, chunk by chunk
+        layout = parse_frame(repo.objects.get_framed(_blob(repo, epochs[1], "big")))
+        encodings = {_encoding(repo, chunk)[0] for chunk, _ in layout.chunks}
+        # (a tail under 64 bytes is stored raw)
+        assert encodings <= {ENCODING_DELTA, ENCODING_PLANES, ENCODING_RAW}
+
+
+@pytest.mark.damaged
+def test_a_damaged_chunk_is_named(repo: Repo) -> None:
+    repo.storage = StorageOptions(chunk_size=1024)
+    data = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    epoch = repo.session("main").commit({"big": data})
+    layout = parse_frame(repo.objects.get_framed(_blob(repo, epoch, "big")))
+    chunk = layout.chunks[1][0]
+
+    overwrite_region(stored_region(repo, chunk), lambda frame: frame.reverse())
+
+    with pytest.raises(CorruptObjectError) as caught:
+        repo.checkout("main")
+    assert caught.value.object_id == chunk.hex
+    assert [p.object_id for p in repo.fsck().problems] == [chunk.hex]
+
+
+def test_unchanged_chunks_of_a_large_tensor_are_stored_once(repo: Repo) -> None:
+    repo.storage = StorageOptions(chunk_size=1024)
+    table = np.random.default_rng(4).standard_normal(4096).astype(np.float32)
+    changed = table.copy()
+    changed[-1] += 1
+
+    epochs = [repo.session("main").commit({"t": array}) for array in (table, changed)]
+
+    chunk_lists = [
+        parse_frame(repo.objects.get_framed(_blob(repo, epoch, "t"))).chunks
+        for epoch in epochs
+    ]
+    shared = {c for c, _ in chunk_lists[0]} & {c for c, _ in chunk_lists[1]}
+    assert len(shared) == len(chunk_lists[0]) - 1
+
+
+def test_a_commit_writes_one_pack_and_fsyncs_a_handful_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repo.init(tmp_path)
+    try:
+        session = repo.session("main")
+        session.commit(_weights(0))
+        calls = []
+        real_fsync = os.fsync
+
+        def counting(fd: int) -> None:
+            calls.append(fd)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", counting)
+        many = {
+            f"t{index}": np.full(64, index, dtype=np.float32) for index in range(200)
+        }
+
+        session.commit({**_weights(1), **many})
+
+        assert isinstance(repo.objects, LocalObjectStore)
+        # pack, index, packs folder; SQLite's own fsyncs come on top
+        assert 3 <= len(calls) <= 12
+        assert len(list((repo.path / "objects" / "packs").glob("*.pack"))) == 2
+        assert not [p for p in (repo.path / "objects").iterdir() if len(p.name) == 2]
+    finally:
+        repo.close()
+    with Repo.open(tmp_path, durable=False) as reopened:
+        assert_clean(reopened)
+
+
+@pytest.mark.parametrize("step", ["after-pack", "index-written"])
+def test_a_crash_between_a_pack_and_its_index_leaves_garbage_only(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    first = _commit(repo, range(1))[0]
+    real_replace = packs_module.os.replace
+
+    def crash(src: object, dst: object) -> None:
+        if step == "index-written":
+            real_replace(src, dst)  # type: ignore[arg-type]
+            # the index is in place but the folder entry never became durable:
+            # after a power loss it may be gone, which the next lines simulate
+            Path(str(dst)).unlink()
+        raise BackendUnavailableError("test", "the machine stopped here")
+
+    class CrashingOs:
+        def __getattr__(self, name: str) -> object:
+            return crash if name == "replace" else getattr(os, name)
+
+    monkeypatch.setattr(packs_module, "os", CrashingOs())
+    monkeypatch.setattr(
+        packs_module, "_remove_quietly", lambda path: None
+    )  # a crash removes nothing
+    with pytest.raises(BackendUnavailableError):
+        repo.session("main").commit(_weights(1), step=1)
+    monkeypatch.undo()
+
+    with Repo.open(repo.path, durable=False) as after:
+        assert after.session_head("main") == first.id
+        report = after.fsck()
+        assert report.problems == []
+        assert report.unreferenced > 0  # the pack without index, counted as garbage
+        orphans = after.objects.packs.orphans()  # type: ignore[attr-defined]
+        assert len(orphans) == 1
+        _assert_epoch(after, "main", 0)
+        # committing again works and reads back
+        after.session("main").commit(_weights(1), step=1)
+        _assert_epoch(after, "main", 1)
+        assert after.fsck().problems == []
+
+
+@pytest.mark.damaged
+def test_a_damaged_pack_index_is_named_and_its_objects_missing(repo: Repo) -> None:
+    epochs = _commit(repo, range(2))
+    assert epochs[1].id is not None
+    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
+    data = bytearray(index.read_bytes())
+    data[30] ^= 0xFF
+    index.write_bytes(bytes(data))
+
+    with Repo.open(repo.path, durable=False) as after:
+        report = after.fsck()
+        details = [p.detail for p in report.problems if p.object_id is None]
+        assert any(str(index) in detail for detail in details)
+        assert any(p.kind == "missing" for p in report.problems)
+
+
+def _write_format_1(path: Path) -> list[Epoch]:
+    # what mvcstore 0.1 wrote: whole frames (raw or zstandard) in loose files
+    repo = Repo.init(path, durable=False)
+    try:
+        repo._use_format(1)
+        epochs = _commit(repo, range(3))
+        repo.fork("side", at="main#2").commit(_weights(9), step=9)
+    finally:
+        repo.close()
+    config = path / ".mvc" / "config.json"
+    values = json.loads(config.read_text())
+    values["version"] = 1
+    config.write_text(json.dumps(values))
+    return epochs
+
+
+def test_a_format_1_repository_is_read_and_written_as_format_1(tmp_path: Path) -> None:
+    epochs = _write_format_1(tmp_path)
+
+    with Repo.open(tmp_path, durable=False) as repo:
+        assert repo.format_version == 1
+        for number, epoch in enumerate(epochs):
+            assert epoch.id is not None
+            _assert_epoch(repo, epoch.id.hex, number)
+        _assert_epoch(repo, "side", 9)
+        more = _commit(repo, range(3, 5))
+        _assert_epoch(repo, "main", 4)
+        assert_clean(repo)
+        for oid in repo.objects.iter_ids():
+            assert _encoding(repo, oid)[0] in (ENCODING_RAW, ENCODING_ZSTD)
+        assert not list((tmp_path / ".mvc" / "objects").glob("packs/*.pack"))
+        assert more[-1].id is not None
+    assert json.loads((tmp_path / ".mvc" / "config.json").read_text())["version"] == 1
+
+
+def test_a_format_1_repository_upgrades_without_rewriting_objects(
+    tmp_path: Path,
+) -> None:
+    epochs = _write_format_1(tmp_path)
+
+    with Repo.open(tmp_path, durable=False) as repo:
+        before = set(repo.objects.iter_ids())
+        repo.upgrade_format()
+        assert repo.format_version == FORMAT_VERSION
+        later = repo.session("main").commit(_weights(3), step=3)
+        _assert_epoch(repo, "main", 3)
+        assert before <= set(repo.objects.iter_ids())
+        assert _encoding(repo, _blob(repo, later, "w"))[0] == ENCODING_DELTA
+        assert_clean(repo)
+    with Repo.open(tmp_path, durable=False) as reopened:
+        assert reopened.format_version == FORMAT_VERSION
+        for number, epoch in enumerate(epochs):
+            assert epoch.id is not None
+            _assert_epoch(reopened, epoch.id.hex, number)
+
+
+def test_a_newer_format_is_refused_with_a_hint(tmp_path: Path) -> None:
+    Repo.init(tmp_path, durable=False).close()
+    config = tmp_path / ".mvc" / "config.json"
+    values = json.loads(config.read_text())
+    values["version"] = FORMAT_VERSION + 1
+    config.write_text(json.dumps(values))
+
+    with pytest.raises(RepositoryFormatError) as caught:
+        Repo.open(tmp_path)
+    assert caught.value.hint is not None and "upgrade mvcstore" in caught.value.hint
+
+
+def test_stats_split_dedup_deltas_and_compression(repo: Repo) -> None:
+    repo.storage = StorageOptions(max_delta_depth=3)
+    epochs = _commit(repo, range(5))
+    repo.fork("side", at="main#3").commit(_weights(2), step=10)
+
+    stats = repo.stats(all_refs=True)
+
+    total = stats.total
+    assert total.epochs == 6 and total.tensors == 18
+    assert total.logical_bytes == 6 * sum(a.nbytes for a in _weights(0).values())
+    assert total.unique_bytes < total.logical_bytes  # side repeats main#3
+    assert total.dedup_ratio > 1
+    assert total.delta_ratio > 1.3 and total.compression_ratio > 1
+    assert total.stored_bytes < total.logical_bytes
+    assert total.stored_bytes > total.data_stored_bytes > 0
+    assert dict(total.encodings)["delta"] == 3
+    assert set(stats.sessions) == {"main", "side"}
+    assert stats.sessions["main"].epochs == 5 and stats.sessions["side"].epochs == 1
+    head = repo.stats("main~2")
+    assert head.total.epochs == 3
+    assert epochs[-1].id is not None
+    json.dumps(stats.to_json())
+
+
+@pytest.mark.damaged
+def test_a_damaged_parent_does_not_stop_the_next_commit(
+    repo: Repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.storage = StorageOptions(max_delta_depth=4)
+    epochs = _commit(repo, range(2))
+    damaged = _blob(repo, epochs[1], "w")
+
+    def flip(frame: bytearray) -> None:
+        frame[-1] ^= 0x01
+
+    overwrite_region(stored_region(repo, damaged), flip)
+
+    # a new session object has no cache: it would read the parent back
+    third = repo.session("main").commit(_weights(2), step=2)
+
+    assert _encoding(repo, _blob(repo, third, "w"))[0] == ENCODING_PLANES
+    assert damaged.hex in caplog.text
+    _assert_epoch(repo, "main", 2)
+    assert [p.object_id for p in repo.fsck().problems] == [damaged.hex]
