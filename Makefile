@@ -61,5 +61,8 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(PY) benchmarks/bench_scale.py
 
+crash-test: $(STAMP)
+	$(PY) tests/crash/harness.py --kills 200
+
 clean:
 	rm -rf demo-run checkout .pytest_cache .mypy_cache .ruff_cache

@@ -253,7 +253,7 @@ def commit(
     # inputs that need no repository first: a typo costs no repository access
     summary = _collect_metrics(metrics)
     graph = read_graph(graph_file) if graph_file is not None else None
-    tensors, _ = read_safetensors(weights)
+    tensors, file_metadata = read_safetensors(weights)
 
     repo = open_repo()
     name = session_name if session_name is not None else repo.head_session()
@@ -273,6 +273,8 @@ def commit(
         metrics=summary,
         message=message,
         step=step,
+        # kept so that checkout writes the file's own metadata back
+        meta={"safetensors_metadata": file_metadata} if file_metadata else None,
     )
     # HEAD moves only once the epoch is safely in the session
     repo.set_head(name)

@@ -62,7 +62,15 @@ def _graph_text(graph: Graph) -> str:
 def _write_checkout(result: Checkout, directory: Path) -> list[str]:
     written = ["weights.safetensors"]
     directory.mkdir(parents=True, exist_ok=True)
-    write_safetensors(directory / "weights.safetensors", _raw_state(result.state))
+    stored = result.epoch.meta.get("safetensors_metadata")
+    metadata = (
+        {str(key): str(value) for key, value in stored.items()}
+        if isinstance(stored, dict)
+        else None
+    )
+    write_safetensors(
+        directory / "weights.safetensors", _raw_state(result.state), metadata=metadata
+    )
     graph_path = directory / "graph.json"
     if result.graph is not None:
         _write_text(graph_path, _graph_text(result.graph))

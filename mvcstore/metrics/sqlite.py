@@ -91,18 +91,32 @@ class SqliteMetricsIndex:
         self.path = path
         self.durable = durable
         self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, opened on first use.
+
+        Opening late keeps a damaged metrics file from blocking commands that
+        never read metric documents (log, checkout).
+        """
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
         try:
-            self.conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=60.0
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=60.0
             )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
-            self.conn.executescript(METRICS_SCHEMA)
-            self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS view (e INTEGER PRIMARY KEY)"
-            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'NORMAL' if self.durable else 'OFF'}")
+            conn.executescript(METRICS_SCHEMA)
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS view (e INTEGER PRIMARY KEY)")
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
+        return conn
 
     def _error(
         self, exc: sqlite3.Error
@@ -508,6 +522,8 @@ class SqliteMetricsIndex:
                     os.close(fd)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection, if it was opened."""
         with self._lock:
-            self.conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
