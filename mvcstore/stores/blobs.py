@@ -86,7 +86,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StorageOptions:
     """How tensor data is stored; none of it changes an id.
 
@@ -108,7 +108,7 @@ class StorageOptions:
     max_delta_depth: int = 4
     delta_cache_bytes: int = 1 << 30
     level: int = 1
-    min_saving: float = 0.95
+    min_saving: float = 0.97
     encodings: bool = True
 
     def __post_init__(self) -> None:
