@@ -250,6 +250,8 @@ class SqliteMetricsIndex:
 
     def _reader(self) -> sqlite3.Connection:
         """Open a connection of its own for one streaming query."""
+        # the main connection creates the schema: a reader must not come first
+        _ = self.conn
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=60.0
         )
