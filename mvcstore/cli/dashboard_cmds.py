@@ -68,8 +68,16 @@ def _epoch_json(epoch: Epoch | None) -> dict[str, object] | None:
 # -- compare ---------------------------------------------------------------
 
 
+_HIGHER_IS_BETTER = ("acc", "auc", "f1", "precision", "recall", "score", "iou")
+"""Name parts of metrics that are better when higher, unless --max says more."""
+
+
 def _mode(name: str, maximise: tuple[str, ...]) -> Mode:
-    return "max" if name in maximise else "min"
+    # accuracy-like names are maximised without asking; others need --max
+    lowered = name.lower()
+    if name in maximise or any(part in lowered for part in _HIGHER_IS_BETTER):
+        return "max"
+    return "min"
 
 
 def _model_json(model: ModelSummary, maximise: tuple[str, ...]) -> dict[str, object]:
@@ -179,7 +187,10 @@ def _comparison_rows(
     "maximise",
     multiple=True,
     metavar="NAME",
-    help="Metric NAME is better when higher (default: lower); repeatable.",
+    help=(
+        "Metric NAME is better when higher (default: lower, except names with"
+        " acc, auc, f1, precision, recall, score or iou); repeatable."
+    ),
 )
 @json_option
 def compare_cmd(
