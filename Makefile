@@ -56,6 +56,7 @@ system-deps:
 test: system-deps lint types pytest
 
 bench: $(STAMP)
+	bash benchmarks/setup_peers.sh
 	$(PY) benchmarks/bench_recipe.py
 
 bench-scale: $(STAMP)

@@ -1,4 +1,4 @@
-"""The recipe benchmark: mvcstore beside torch.save and safetensors files.
+"""The recipe benchmark: mvcstore beside torch.save, safetensors and its peers.
 
 Runs the workload of ``recipe.md`` (``recipe_model.py`` makes the states): for
 each scenario, the 10 epoch states are made once, untimed; then each tool, in
@@ -9,7 +9,8 @@ the same run, so that figures can be read as ratios on a shared, noisy machine.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_recipe.py [--scenarios full,head]
+    .venv/bin/python benchmarks/bench_recipe.py [--scenarios full,head,prune]
+        [--tools torch.save,safetensors,mvcstore,DVC,git-lfs,MLflow]
         [--runs N] [--out benchmarks/results] [--work-dir DIR] [--profile]
 
 It prints a Markdown table and writes it to ``<out>/recipe-<date>.md``, with
@@ -268,6 +269,10 @@ class Tool:
         """Bring back one epoch, from the folder alone (timed)."""
         raise NotImplementedError
 
+    def store_dir(self) -> Path:
+        """The folder whose files count as stored (the whole folder by default)."""
+        return self.folder
+
 
 class TorchSaveTool(Tool):
     """``torch.save`` of the state dict to one file per epoch, then fsync."""
@@ -373,6 +378,247 @@ class MvcstoreTool(Tool):
             repo.close()
 
 
+# -- the peers (DVC, git-lfs, MLflow), driven as separate processes ----------
+
+PEERS_VENV = HERE / ".venv-peers"
+PEERS_HINT = "not installed: run benchmarks/setup_peers.sh"
+PEER_NAMES = ("DVC", "git-lfs", "MLflow")
+
+# no analytics, telemetry or update checks from any peer; a git identity
+# for the throwaway repositories; nothing read from the user's git config
+PEER_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_ALLOW_FILE_STORE": "true",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def peer_env(folder: Path) -> dict[str, str]:
+    """The environment a peer runs in: telemetry off, the peers' venv first."""
+    env = dict(os.environ)
+    env.update(PEER_ENV)
+    env["HOME"] = str(folder.parent)  # no ~/.gitconfig or ~/.config/dvc of the user
+    env["PATH"] = f"{PEERS_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def peer_missing(name: str) -> str | None:
+    """Return why a peer cannot run here, or None when it can."""
+    if name == "DVC" and not (PEERS_VENV / "bin" / "dvc").is_file():
+        return PEERS_HINT
+    if name == "MLflow" and not (PEERS_VENV / "bin" / "mlflow").is_file():
+        return PEERS_HINT
+    if name in ("DVC", "git-lfs") and shutil.which("git") is None:
+        return "not installed: git is missing"
+    if name == "git-lfs" and shutil.which("git-lfs") is None:
+        return PEERS_HINT + " (git-lfs comes from Debian)"
+    return None
+
+
+def save_pt(state: State, path: Path) -> None:
+    """``torch.save`` to ``path`` and fsync it, as the torch.save tool does."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def load_pt(path: Path) -> Mapping[str, object]:
+    loaded: Mapping[str, object] = torch.load(
+        path, map_location="cpu", weights_only=True
+    )
+    return loaded
+
+
+def peer_versions() -> dict[str, str | None]:
+    """The peers' versions (untimed, outside any measurement)."""
+
+    def ask(*argv: str) -> str | None:
+        try:
+            done = subprocess.run(
+                argv,
+                env=peer_env(HERE),
+                capture_output=True,
+                text=True,
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else None
+
+    python = str(PEERS_VENV / "bin" / "python")
+    return {
+        "dvc": ask(str(PEERS_VENV / "bin" / "dvc"), "--version"),
+        "mlflow": ask(python, "-c", "import mlflow; print(mlflow.__version__)"),
+        "git": ask("git", "--version"),
+        "git-lfs": ask("git", "lfs", "version"),
+    }
+
+
+class PeerTool(Tool):
+    """A tool run as commands in a git work tree (DVC, git-lfs)."""
+
+    def run(self, *argv: str) -> str:
+        done = subprocess.run(
+            argv,
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            raise SystemExit(
+                f"error: {self.name}: {' '.join(argv)} failed ({done.returncode}):"
+                f" {done.stderr.strip()[-500:]}"
+            )
+        return done.stdout
+
+    def open(self, folder: Path, states: list[State]) -> None:
+        super().open(folder, states)
+        self.env = peer_env(folder)
+        self.model = folder / "model.pt"
+        self.commits: list[str] = []
+        self.run("git", "init", "-q")
+        self.run("git", "config", "commit.gpgsign", "false")
+        self.prepare()
+        self.run("git", "commit", "-q", "--allow-empty", "-m", "init")
+
+    def prepare(self) -> None:
+        """Set the tool up in the new repository (untimed)."""
+
+    def commit(self, epoch: int) -> None:
+        self.run("git", "commit", "-q", "-m", f"epoch {epoch}")
+
+    def close(self) -> None:
+        # untimed: the commit of each epoch, oldest first, after "init"
+        self.commits = self.run("git", "rev-list", "--reverse", "HEAD").split()[1:]
+
+
+class DvcTool(PeerTool):
+    """DVC: torch.save to model.pt, ``dvc add`` / ``dvc commit -f``, git commit."""
+
+    name = "DVC"
+
+    def prepare(self) -> None:
+        self.run("dvc", "init", "-q")
+        self.run("dvc", "config", "core.analytics", "false")
+        self.run("dvc", "config", "core.check_update", "false")
+        self.run("git", "add", "-A")
+
+    def save(self, epoch: int, state: State) -> None:
+        save_pt(state, self.model)
+        if epoch == 0:
+            self.run("dvc", "add", "-q", "model.pt")
+        else:
+            self.run("dvc", "commit", "-q", "-f", "model.pt.dvc")
+        self.run("git", "add", "model.pt.dvc", ".gitignore")
+        self.commit(epoch)
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        self.model.unlink(missing_ok=True)
+        self.run("git", "checkout", "-q", self.commits[epoch], "--", "model.pt.dvc")
+        self.run("dvc", "checkout", "-q", "model.pt.dvc")
+        return load_pt(self.model)
+
+    def store_dir(self) -> Path:
+        return self.folder / ".dvc" / "cache"
+
+
+class GitLfsTool(PeerTool):
+    """git-lfs, local only: torch.save to model.pt, git add, git commit."""
+
+    name = "git-lfs"
+
+    def prepare(self) -> None:
+        self.run("git", "lfs", "install", "--local")
+        self.run("git", "lfs", "track", "*.pt")
+        self.run("git", "add", ".gitattributes")
+
+    def save(self, epoch: int, state: State) -> None:
+        save_pt(state, self.model)
+        self.run("git", "add", "model.pt")
+        self.commit(epoch)
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        # a forced checkout of the epoch's commit: git-lfs smudges model.pt
+        self.model.unlink(missing_ok=True)
+        self.run("git", "checkout", "-q", "-f", self.commits[epoch])
+        return load_pt(self.model)
+
+    def store_dir(self) -> Path:
+        return self.folder / ".git" / "lfs" / "objects"
+
+
+class MlflowTool(Tool):
+    """MLflow: one run; torch.save, then ``log_artifact`` under ``epoch_NN/``.
+
+    MLflow runs in the peers' environment, in one process started untimed
+    (``mlflow_driver.py``), as a training script would import it once; each
+    save is the ``torch.save`` plus one ``log_artifact`` call over a pipe.
+    """
+
+    name = "MLflow"
+
+    def open(self, folder: Path, states: list[State]) -> None:
+        super().open(folder, states)
+        env = peer_env(folder)
+        env["MLFLOW_TRACKING_URI"] = (folder / "mlruns").as_uri()
+        self.staging = folder / "staging"
+        self.staging.mkdir()
+        self.proc = subprocess.Popen(
+            [str(PEERS_VENV / "bin" / "python"), str(HERE / "mlflow_driver.py")],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        ready = self._reply()
+        if not ready.startswith("ready "):
+            raise SystemExit(f"error: MLflow driver did not start: {ready!r}")
+        self.artifacts = Path(ready.split(" ", 1)[1])
+
+    def _reply(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def _ask(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        if reply != "ok":
+            raise SystemExit(f"error: MLflow driver: {line!r} -> {reply!r}")
+
+    def save(self, epoch: int, state: State) -> None:
+        path = self.staging / "model.pt"
+        save_pt(state, path)
+        self._ask(f"log {path} epoch_{epoch:02d}")
+
+    def close(self) -> None:
+        self._ask("end")
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def load(self, epoch: int) -> Mapping[str, object]:
+        return load_pt(self.artifacts / f"epoch_{epoch:02d}" / "model.pt")
+
+    def store_dir(self) -> Path:
+        return self.artifacts
+
+
 def as_numpy(value: object) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
@@ -428,7 +674,7 @@ def measure_tool(tool: Tool, states: list[State], work_dir: Path) -> dict[str, A
                 tool.save(epoch, state)
                 epoch_s.append(time.perf_counter() - start)
         tool.close()
-        usage = folder_usage(folder)
+        usage = folder_usage(tool.store_dir())
         stats = getattr(tool, "stats", None)
 
         # page cache as left by the writes, then with the tool's pages dropped
@@ -684,13 +930,26 @@ def render(result: dict[str, Any]) -> str:
         f" Load average (1 min) {machine['load_average'][0]:.1f} at the start,"
         f" {result['load_average_end'][0]:.1f} at the end.",
         f"Median of {result['runs']} run(s); in brackets, the median of the"
-        f" per-run ratios to {BASELINE}. Raw = 10 x one {BASELINE} file."
+        f" per-run ratios to {BASELINE}. Raw = the 10 {BASELINE} files."
         " Per epoch: the mean, the first epoch, and the median of the 9 later"
         " ones. Back: open, read, and every page of every tensor in memory,"
         " from the page cache as the writes left it, then after dropping the"
         " tool's files from it. Peak RSS +: resident memory above the level at"
         " the start of saving (all epochs) and of bringing back epoch 9.",
     ]
+    peers = result.get("peers") or {}
+    if peers:
+        lines += [
+            "",
+            "Peers (driven as separate processes; their stored bytes are"
+            " `.dvc/cache`, `.git/lfs/objects` and the MLflow run's artifacts;"
+            " peak RSS counts this process only): "
+            + ", ".join(f"{k} {v}" for k, v in peers.items())
+            + ". Each peer's save includes the `torch.save` + fsync of"
+            " `model.pt` it needs.",
+        ]
+    for name, why in (result.get("missing_tools") or {}).items():
+        lines += ["", f"- {name}: {why}"]
     for scenario, data in result["scenarios"].items():
         raw = data["raw_bytes"]
         lines += [
@@ -762,9 +1021,42 @@ def write_atomic(path: Path, text: str) -> None:
 # -- main ------------------------------------------------------------------
 
 
+ALL_TOOLS = ("torch.save", "safetensors", "mvcstore", *PEER_NAMES)
+
+
+def make_tools(
+    names: list[str], array_type: str, delta_depth: int | None
+) -> tuple[list[Tool], dict[str, str]]:
+    """Return the tools to run, and why each missing peer is left out."""
+    makers: dict[str, Callable[[], Tool]] = {
+        "torch.save": TorchSaveTool,
+        "safetensors": SafetensorsTool,
+        "mvcstore": lambda: MvcstoreTool(array_type, delta_depth),
+        "DVC": DvcTool,
+        "git-lfs": GitLfsTool,
+        "MLflow": MlflowTool,
+    }
+    tools: list[Tool] = []
+    missing: dict[str, str] = {}
+    for name in names:
+        why = peer_missing(name) if name in PEER_NAMES else None
+        if why:
+            missing[name] = why
+        else:
+            tools.append(makers[name]())
+    return tools, missing
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default="full,head")
+    parser.add_argument("--scenarios", default=",".join(recipe_model.SCENARIOS))
+    parser.add_argument(
+        "--tools",
+        default=None,
+        help="comma-separated, from: " + ", ".join(ALL_TOOLS) + f"; {BASELINE} is"
+        " always run (every ratio is to it); default: all, a peer that is not"
+        " installed is listed as such",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument(
@@ -795,6 +1087,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             )
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.tools is None:
+        args.tools = list(ALL_TOOLS)
+    else:
+        wanted = [t for t in args.tools.split(",") if t]
+        known = {t.lower(): t for t in ALL_TOOLS}
+        for name in wanted:
+            if name.lower() not in known:
+                parser.error(f"tool {name!r} is not one of {', '.join(ALL_TOOLS)}")
+        chosen = {known[t.lower()] for t in wanted} | {BASELINE}
+        args.tools = [t for t in ALL_TOOLS if t in chosen]
     return args
 
 
@@ -804,12 +1106,10 @@ def main(argv: list[str] | None = None) -> int:
     work_root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=work_root))
     array_type, why = mvcstore_array_type()
-    tools: list[Tool] = [
-        TorchSaveTool(),
-        SafetensorsTool(),
-        MvcstoreTool(array_type, args.delta_depth),
-    ]
+    tools, missing = make_tools(args.tools, array_type, args.delta_depth)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    for name, why in missing.items():
+        log(f"{name}: {why}")
 
     result: dict[str, Any] = {
         "recipe": "shared/benchmarks/recipe.md",
@@ -822,6 +1122,9 @@ def main(argv: list[str] | None = None) -> int:
             else StorageOptions().max_delta_depth
         ),
         "mvcstore_arrays_reason": why,
+        "tools": [t.name for t in tools],
+        "missing_tools": missing,
+        "peers": peer_versions() if any(t.name in PEER_NAMES for t in tools) else {},
         "scenarios": {},
     }
     limit_runs: list[dict[str, float]] = []
@@ -845,7 +1148,8 @@ def main(argv: list[str] | None = None) -> int:
                 for tool in order:
                     log(f"{scenario} run {run + 1}/{args.runs}: {tool.name}")
                     tool_runs[tool.name].append(measure_tool(tool, states, work_dir))
-            raw = 10 * tool_runs[BASELINE][0]["baseline_file_bytes"]
+            # the 10 torch.save files (in prune, later epochs are smaller)
+            raw = tool_runs[BASELINE][0]["stored_bytes"]
             result["scenarios"][scenario] = {
                 "raw_bytes": raw,
                 "runs": tool_runs,

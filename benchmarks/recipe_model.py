@@ -6,8 +6,9 @@ by hand (same layout, parameter count and state-dict keys as the usual
 which stands in for one epoch of training. Everything here is deterministic:
 two runs, or two machines, make the same bytes.
 
-Only the ``full`` and ``head`` scenarios exist so far; ``prune`` (shapes and
-graph change every 2 epochs) is left for a later benchmark.
+Three scenarios: ``full`` (every tensor changes), ``head`` (only the
+classifier changes) and ``prune`` (as ``full``, and every 2 epochs 10% of the
+output channels of every 3x3 convolution are removed, so shapes change).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from torch import nn
 __all__ = [
     "EPOCHS",
     "PARAMETERS",
+    "PRUNE_EVERY",
+    "PRUNE_FRACTION",
     "SCENARIOS",
     "STATE_TENSORS",
     "Bottleneck",
@@ -26,6 +29,7 @@ __all__ = [
     "epoch_states",
     "initial_state",
     "next_epoch",
+    "prune_state",
 ]
 
 PARAMETERS = 25_557_032
@@ -37,8 +41,15 @@ STATE_TENSORS = 320
 EPOCHS = 10
 """Epochs per scenario, numbered 0 to 9."""
 
-SCENARIOS = ("full", "head")
-"""What changes between epochs: every tensor, or only ``fc.weight`` and ``fc.bias``."""
+SCENARIOS = ("full", "head", "prune")
+"""What changes between epochs: every tensor, only ``fc.weight`` and ``fc.bias``,
+or every tensor with 3x3 convolutions pruned every ``PRUNE_EVERY`` epochs."""
+
+PRUNE_EVERY = 2
+"""In ``prune``, epochs 2, 4, 6 and 8 come out of a pruning step."""
+
+PRUNE_FRACTION = 0.1
+"""Share of a 3x3 convolution's output channels removed at each pruning step."""
 
 _HEAD = ("fc.weight", "fc.bias")
 
@@ -143,6 +154,43 @@ def initial_state() -> dict[str, torch.Tensor]:
     return {k: t.detach().clone() for k, t in build_model().state_dict().items()}
 
 
+def prune_state(
+    sd: dict[str, torch.Tensor], fraction: float = PRUNE_FRACTION
+) -> dict[str, torch.Tensor]:
+    """Return ``sd`` with the weakest output channels of every 3x3 conv removed.
+
+    Works on the state dict alone. For every 4-d weight with a 3x3 kernel (in
+    ResNet-50 the ``conv2`` of each bottleneck block; the 7x7 stem is not one),
+    ``int(fraction * channels)`` output channels with the lowest L1 norm are
+    removed (ties broken by the lower index); the kept ones stay in their
+    order. The matching entries of the BatchNorm that follows (``bn2``:
+    weight, bias, running mean and variance) and the input channels of the
+    next convolution (``conv3``) go too. Every other tensor is the same
+    object.
+    """
+    out = dict(sd)
+    for key, weight in sd.items():
+        if not (key.endswith(".conv2.weight") and weight.dim() == 4):
+            continue
+        if tuple(weight.shape[2:]) != (3, 3):
+            continue
+        channels = weight.shape[0]
+        drop = int(fraction * channels)
+        if drop == 0:
+            continue
+        norms = weight.abs().sum(dim=(1, 2, 3))
+        order = torch.argsort(norms, stable=True)
+        keep = torch.sort(order[drop:]).values
+        block = key[: -len(".conv2.weight")]
+        out[key] = weight.index_select(0, keep).contiguous()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            bn = f"{block}.bn2.{name}"
+            out[bn] = sd[bn].index_select(0, keep).contiguous()
+        nxt = f"{block}.conv3.weight"
+        out[nxt] = sd[nxt].index_select(1, keep).contiguous()
+    return out
+
+
 def next_epoch(
     sd: dict[str, torch.Tensor], epoch: int, scenario: str
 ) -> dict[str, torch.Tensor]:
@@ -151,23 +199,27 @@ def next_epoch(
     Every changed floating tensor gets relative noise of 1e-3 from a generator
     seeded ``1000 + epoch`` (drawn in state-dict order), every changed integer
     tensor (``num_batches_tracked``) grows by 100; an unchanged tensor is the
-    same object, so it has the same bytes.
+    same object, so it has the same bytes. In ``prune`` every tensor changes
+    as in ``full``, then, when ``epoch + 1`` is a multiple of
+    ``PRUNE_EVERY``, ``prune_state`` removes channels.
 
     Raises:
-        ValueError: If the scenario is not ``full`` or ``head``.
+        ValueError: If the scenario is not one of ``SCENARIOS``.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
     g = torch.Generator().manual_seed(1000 + epoch)
     out = {}
     for k, t in sd.items():
-        if scenario == "full" or k in _HEAD:
+        if scenario in ("full", "prune") or k in _HEAD:
             if t.is_floating_point():
                 out[k] = t + 1e-3 * torch.randn(t.shape, generator=g) * t.abs()
             else:
                 out[k] = t + 100
         else:
             out[k] = t
+    if scenario == "prune" and (epoch + 1) % PRUNE_EVERY == 0:
+        out = prune_state(out)
     return out
 
 
@@ -175,7 +227,7 @@ def epoch_states(scenario: str, epochs: int = EPOCHS) -> list[dict[str, torch.Te
     """Return the states of epochs 0 to ``epochs - 1`` of a scenario.
 
     Raises:
-        ValueError: If the scenario is not ``full`` or ``head``.
+        ValueError: If the scenario is not one of ``SCENARIOS``.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")

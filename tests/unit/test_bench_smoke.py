@@ -75,5 +75,41 @@ def test_head_epoch_changes_only_the_classifier(recipe_model, epoch0):
 
 
 def test_next_epoch_refuses_an_unknown_scenario(recipe_model, epoch0):
-    with pytest.raises(ValueError, match="prune"):
-        recipe_model.next_epoch(epoch0, 0, "prune")
+    with pytest.raises(ValueError, match="bogus"):
+        recipe_model.next_epoch(epoch0, 0, "bogus")
+
+
+def test_prune_shrinks_3x3_convs_their_batchnorm_and_the_next_conv(
+    recipe_model, epoch0
+):
+    # epoch 1 is noise only; epoch 2 comes out of the first pruning step
+    epoch1 = recipe_model.next_epoch(epoch0, 0, "prune")
+    epoch2 = recipe_model.next_epoch(epoch1, 1, "prune")
+
+    assert {k: t.shape for k, t in epoch1.items()} == {
+        k: t.shape for k, t in epoch0.items()
+    }
+    assert list(epoch2) == list(epoch0)
+    assert epoch2["layer1.0.conv2.weight"].shape == (58, 64, 3, 3)
+    assert epoch2["layer1.0.bn2.running_var"].shape == (58,)
+    assert epoch2["layer1.0.conv3.weight"].shape == (256, 58, 1, 1)
+    assert epoch2["layer2.0.conv2.weight"].shape == (116, 128, 3, 3)
+    assert epoch2["layer4.2.conv2.weight"].shape == (461, 512, 3, 3)
+    assert epoch2["layer4.2.conv3.weight"].shape == (2048, 461, 1, 1)
+    # 1x1 convs, the stem and the head keep their shapes
+    for name in ("conv1.weight", "layer1.0.conv1.weight", "fc.weight"):
+        assert epoch2[name].shape == epoch0[name].shape
+    # noise as in full, then the channels with the lowest L1 norm go
+    noised = recipe_model.next_epoch(epoch1, 1, "full")
+    pruned = recipe_model.prune_state(noised)
+    assert all(torch.equal(pruned[k], epoch2[k]) for k in epoch2)
+    norms = noised["layer1.0.conv2.weight"].abs().sum(dim=(1, 2, 3))
+    kept = epoch2["layer1.0.conv2.weight"].abs().sum(dim=(1, 2, 3))
+    assert float(kept.min()) >= float(norms.sort().values[6])
+
+
+def test_prune_scenario_keeps_shrinking(recipe_model):
+    states = recipe_model.epoch_states("prune")
+
+    widths = [s["layer1.0.conv2.weight"].shape[0] for s in states]
+    assert widths == [64, 64, 58, 58, 53, 53, 48, 48, 44, 44]
