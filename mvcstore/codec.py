@@ -29,18 +29,18 @@ from mvcstore.encodings import (
     PLANE_WIDTHS,
     Bytes,
     Section,
+    add_zigzag_into,
     check_section_size,
     compress_section,
-    join_planes_into,
+    diff_planes,
     pack_bits,
     read_sections,
+    scratch,
     section_bytes,
     section_header,
-    section_into,
     split_planes,
     unpack_bits_into,
     xor_planes,
-    xor_planes_into,
     xor_section_into,
     zstd_decompress,
     zstd_decompress_into,
@@ -60,6 +60,8 @@ __all__ = [
     "ENCODING_ZSTD",
     "ENCODING_PLANES",
     "ENCODING_DELTA",
+    "ENCODING_DIFF",
+    "DELTA_ENCODINGS",
     "ENCODING_BITS",
     "ENCODING_CHUNKED",
     "ENCODINGS",
@@ -77,6 +79,7 @@ __all__ = [
     "frame",
     "planes_frame",
     "delta_frame",
+    "diff_frame",
     "bits_frame",
     "chunked_frame",
     "parts_size",
@@ -113,6 +116,9 @@ ENCODING_PLANES: Final = 2
 ENCODING_DELTA: Final = 3
 ENCODING_BITS: Final = 4
 ENCODING_CHUNKED: Final = 5
+ENCODING_DIFF: Final = 6
+DELTA_ENCODINGS: Final = frozenset({3, 6})
+"""Encodings of frames stored against a base blob: XOR (3) and difference (6)."""
 ENCODINGS: Final[dict[int, str]] = {
     ENCODING_RAW: "raw",
     ENCODING_ZSTD: "zstd",
@@ -120,8 +126,9 @@ ENCODINGS: Final[dict[int, str]] = {
     ENCODING_DELTA: "delta",
     ENCODING_BITS: "bits",
     ENCODING_CHUNKED: "chunked",
+    ENCODING_DIFF: "diff",
 }
-"""Frame encodings by code; codes 2 to 5 are for blobs only (format 2)."""
+"""Frame encodings by code; codes 2 to 6 are for blobs only (formats 2 and 3)."""
 
 MAX_OBJECT_SIZE: Final = 1 << 36
 """Largest logical size a frame may declare (64 GiB); larger claims are corrupt."""
@@ -467,7 +474,12 @@ def frame(kind: str, payload: bytes | memoryview, *, level: int = 3) -> bytes:
 
 
 def planes_frame(
-    data: Bytes, width: int, *, level: int = 1, min_saving: float = 0.97
+    data: Bytes,
+    width: int,
+    *,
+    level: int = 1,
+    min_saving: float = 0.97,
+    into: Bytes | None = None,
 ) -> list[FramePart]:
     """Return the parts of a byte-planes frame of blob data (encoding 2).
 
@@ -476,6 +488,8 @@ def planes_frame(
         width: 2, 4 or 8.
         level: The zstandard level for the planes.
         min_saving: A plane is compressed only below this share of its size.
+        into: A buffer of at least ``len(data)`` bytes for the planes, which
+            the parts may then be views of; a new one when None.
 
     Raises:
         InvalidInputError: If ``width`` is not allowed or does not divide the
@@ -486,7 +500,7 @@ def planes_frame(
         frame_header("blob", ENCODING_PLANES, data.size),
         bytes((width,)),
     ]
-    for plane in split_planes(data, width):
+    for plane in split_planes(data, width, into=into):
         _add_section(parts, plane, level, min_saving)
     return parts
 
@@ -500,6 +514,7 @@ def delta_frame(
     width: int,
     level: int = 1,
     min_saving: float = 0.97,
+    into: Bytes | None = None,
 ) -> list[FramePart]:
     """Return the parts of a delta frame (encoding 3): ``new`` XOR its base.
 
@@ -511,11 +526,52 @@ def delta_frame(
         width: The element width the XOR is split into planes by (1, 2, 4, 8).
         level: The zstandard level for the planes.
         min_saving: A plane is compressed only below this share of its size.
+        into: As for ``planes_frame``.
 
     Raises:
         InvalidInputError: If the lengths differ, the width is not allowed or
             the depth is outside 1 to 255.
     """
+    _check_delta(new, old, depth, width)
+    parts: list[FramePart] = [
+        frame_header("blob", ENCODING_DELTA, new.size),
+        base.raw,
+        bytes((depth, width)),
+    ]
+    for plane in xor_planes(new, old, width, into=into):
+        _add_section(parts, plane, level, min_saving)
+    return parts
+
+
+def diff_frame(
+    new: Bytes,
+    old: Bytes,
+    *,
+    base: ObjectId,
+    depth: int,
+    width: int,
+    level: int = 1,
+    min_saving: float = 0.97,
+    into: Bytes | None = None,
+) -> list[FramePart]:
+    """Return the parts of a difference frame (encoding 6) of ``new`` against ``old``.
+
+    The elements are subtracted as integers of ``width`` bytes, the result is
+    zigzag-mapped and split into byte planes (``encodings.diff_planes``).
+    Arguments and errors are those of ``delta_frame``.
+    """
+    _check_delta(new, old, depth, width)
+    parts: list[FramePart] = [
+        frame_header("blob", ENCODING_DIFF, new.size),
+        base.raw,
+        bytes((depth, width)),
+    ]
+    for plane in diff_planes(new, old, width, into=into):
+        _add_section(parts, plane, level, min_saving)
+    return parts
+
+
+def _check_delta(new: Bytes, old: Bytes, depth: int, width: int) -> None:
     if new.size != old.size:
         raise InvalidInputError(
             f"a delta needs a base of {new.size} bytes, got {old.size}"
@@ -523,14 +579,6 @@ def delta_frame(
     if not 1 <= depth <= MAX_DELTA_DEPTH:
         raise InvalidInputError(f"delta depth {depth} is outside 1 to 255")
     _check_width(width, DELTA_WIDTHS, new.size)
-    parts: list[FramePart] = [
-        frame_header("blob", ENCODING_DELTA, new.size),
-        base.raw,
-        bytes((depth, width)),
-    ]
-    for plane in xor_planes(new, old, width):
-        _add_section(parts, plane, level, min_saving)
-    return parts
 
 
 def bits_frame(
@@ -690,7 +738,7 @@ def _parse_sectioned(
     base: ObjectId | None = None
     depth = 0
     pattern = b""
-    if encoding == ENCODING_DELTA:
+    if encoding in DELTA_ENCODINGS:
         if len(body) < ID_SIZE + 2:
             raise corrupt("delta frame is cut short")
         base = ObjectId(bytes(body[:ID_SIZE]))
@@ -773,7 +821,7 @@ def frame_dependencies(data: bytes | memoryview) -> list[ObjectId]:
         CorruptObjectError: If the frame (or its start) does not parse.
     """
     _, encoding, _ = _parse_header(data, _corrupt_factory(None, None))
-    if encoding == ENCODING_DELTA:
+    if encoding in DELTA_ENCODINGS:
         if len(data) < DEPENDENCY_PREFIX:
             raise CorruptObjectError(None, "delta frame is cut short")
         return [ObjectId(bytes(data[FRAME_HEADER_SIZE:DEPENDENCY_PREFIX]))]
@@ -857,29 +905,19 @@ def _fetch(source: FrameSource, oid: ObjectId) -> bytes | memoryview:
 def _decode_chain(
     oid: ObjectId, layout: FrameLayout, out: Bytes, source: FrameSource
 ) -> None:
-    # the XOR of every delta of the chain is summed up in byte planes (XOR
-    # commutes with the split), then applied to the base once
-    if layout.encoding != ENCODING_DELTA:
+    # walk down to the whole frame at the bottom of the chain, decode it into
+    # ``out``, then apply each delta on the way back up (XOR and difference
+    # frames may be mixed in one chain: the order matters)
+    if layout.encoding not in DELTA_ENCODINGS:
         _decode_whole(layout, out, _corrupt_factory(oid, lambda: source.describe(oid)))
         return
-    width = layout.width
-    count = out.size // width
-    acc = np.empty((width, count), dtype=np.uint8)
-    current_id, current, first = oid, layout, True
-    while current.encoding == ENCODING_DELTA:
-        corrupt = _corrupt_factory(
-            current_id,
-            lambda current_id=current_id: source.describe(current_id),  # type: ignore[misc]
-            "" if current_id == oid else f" (in the delta chain of {oid.hex})",
-        )
-        if current.width != width:
-            raise corrupt(f"delta width {current.width} differs from {width}")
-        for plane, section in enumerate(current.sections):
-            if first:
-                section_into(section, acc[plane], corrupt)
-            else:
-                xor_section_into(section, acc[plane], corrupt)
-        first = False
+    chain: list[tuple[ObjectId, FrameLayout]] = []
+    current_id, current = oid, layout
+    while current.encoding in DELTA_ENCODINGS:
+        corrupt = _chain_corrupt(oid, current_id, source)
+        if len(chain) > MAX_DELTA_DEPTH:
+            raise corrupt("the delta chain is longer than 255")
+        chain.append((current_id, current))
         base_id = cast(ObjectId, current.base)
         base = parse_frame(
             _fetch(source, base_id),
@@ -891,8 +929,8 @@ def _decode_chain(
         if base.encoding == ENCODING_CHUNKED:
             raise corrupt(f"delta base {base_id.hex} is chunked")
         expected = current.depth - 1
-        if (base.encoding == ENCODING_DELTA) != (expected > 0) or (
-            base.encoding == ENCODING_DELTA and base.depth != expected
+        if (base.encoding in DELTA_ENCODINGS) != (expected > 0) or (
+            base.encoding in DELTA_ENCODINGS and base.depth != expected
         ):
             raise corrupt(
                 f"delta depth {current.depth} does not follow its base's depth"
@@ -900,18 +938,32 @@ def _decode_chain(
             )
         current_id, current = base_id, base
 
-    corrupt = _corrupt_factory(
-        current_id,
-        lambda: source.describe(current_id),
-        f" (in the delta chain of {oid.hex})",
+    _decode_whole(current, out, _chain_corrupt(oid, current_id, source))
+    width = layout.width
+    grid = out.reshape(-1, width)
+    joined: Bytes | None = None
+    for member_id, member in reversed(chain):
+        corrupt = _chain_corrupt(oid, member_id, source)
+        if member.width != width:
+            raise corrupt(f"delta width {member.width} differs from {width}")
+        if member.encoding == ENCODING_DELTA:
+            for plane, section in enumerate(member.sections):
+                xor_section_into(section, grid[:, plane], corrupt)
+            continue
+        if joined is None:
+            joined = scratch("chain", out.size)
+        _join_sections_into(member.sections, width, joined, corrupt)
+        add_zigzag_into(joined, width, out)
+
+
+def _chain_corrupt(
+    oid: ObjectId, member: ObjectId, source: FrameSource
+) -> Callable[[str], CorruptObjectError]:
+    return _corrupt_factory(
+        member,
+        lambda: source.describe(member),
+        "" if member == oid else f" (in the delta chain of {oid.hex})",
     )
-    if current.encoding == ENCODING_PLANES and current.width == width:
-        for plane, section in enumerate(current.sections):
-            xor_section_into(section, acc[plane], corrupt)
-        join_planes_into(list(acc), width, out)
-    else:
-        _decode_whole(current, out, corrupt)
-        xor_planes_into(list(acc), width, out)
 
 
 def _decode_whole(
@@ -923,17 +975,26 @@ def _decode_whole(
     elif encoding == ENCODING_ZSTD:
         zstd_decompress_into(layout.body, out, corrupt)
     elif encoding == ENCODING_PLANES:
-        # one plane at a time: a decoded section lives in a reused buffer
-        count = layout.size // layout.width
-        grid = out.reshape(-1, layout.width)
-        for plane, section in enumerate(layout.sections):
-            grid[:, plane] = section_bytes(section, count, corrupt)
+        _join_sections_into(layout.sections, layout.width, out, corrupt)
     elif encoding == ENCODING_BITS:
         count = layout.size // layout.width
         bitmap = section_bytes(layout.sections[0], (count + 7) // 8, corrupt)
         unpack_bits_into(bitmap, layout.width, layout.pattern, out, corrupt)
     else:
         raise corrupt(f"encoding {ENCODINGS[encoding]} cannot be decoded here")
+
+
+def _join_sections_into(
+    sections: Sequence[Section],
+    width: int,
+    out: Bytes,
+    corrupt: Callable[[str], CorruptObjectError],
+) -> None:
+    # one plane at a time: a decoded section lives in a reused buffer
+    count = out.size // width
+    grid = out.reshape(-1, width)
+    for plane, section in enumerate(sections):
+        grid[:, plane] = section_bytes(section, count, corrupt)
 
 
 def _name_damaged(
@@ -1024,7 +1085,7 @@ def unframe(
         payload = bytes(layout.body)
     elif layout.encoding == ENCODING_ZSTD:
         payload = zstd_decompress(layout.body, layout.size, corrupt)
-    elif layout.encoding in (ENCODING_DELTA, ENCODING_CHUNKED):
+    elif layout.encoding in DELTA_ENCODINGS or layout.encoding == ENCODING_CHUNKED:
         if source is None or object_id is None:
             raise InvalidInputError(
                 f"a {ENCODINGS[layout.encoding]} frame names other objects: read it"

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Final
 
 from mvcstore.codec import (
+    DELTA_ENCODINGS,
     ENCODING_RAW,
     ENCODING_ZSTD,
+    ENCODINGS,
     ObjectId,
     frame,
     frame_dependencies,
@@ -658,13 +660,19 @@ class _BlobCopier:
         writer: _Writer,
         progress: _Progress,
         *,
-        whole_frames: bool,
+        target_format: int,
     ) -> None:
         self._source = source
         self._target = target
         self._writer = writer
         self._progress = progress
-        self._whole = whole_frames
+        # what the destination's format cannot read is stored whole there
+        self._kept: frozenset[int] | None = None
+        if target_format < 2:
+            self._kept = frozenset((ENCODING_RAW, ENCODING_ZSTD))
+        elif target_format < 3:
+            # format 2 reads no difference frames, nor XOR deltas on top of one
+            self._kept = frozenset(ENCODINGS) - DELTA_ENCODINGS
         self._lock = threading.Lock()
         self._done: set[ObjectId] = set()
 
@@ -706,11 +714,8 @@ class _BlobCopier:
             raise CorruptObjectError(
                 oid.hex, f"expected a blob, found a {decoded.kind}", location=location
             )
-        if self._whole and framed[_FRAME_ENCODING_BYTE] not in (
-            ENCODING_RAW,
-            ENCODING_ZSTD,
-        ):
-            # a format 1 destination stores whole frames only; ids do not change
+        if self._kept is not None and framed[_FRAME_ENCODING_BYTE] not in self._kept:
+            # an older destination gets a frame it reads; ids do not change
             return oid, frame("blob", decoded.payload), []
         deps = [dep for dep in frame_dependencies(framed) if not self._is_done(dep)]
         if deps:
@@ -865,7 +870,7 @@ def _copy_objects(
             dst.objects,
             writer,
             counter,
-            whole_frames=dst.format_version < 2,
+            target_format=dst.format_version,
         )
         for start in range(0, len(blobs), _BLOB_ROUND):
             list(pool.map(copier.copy, blobs[start : start + _BLOB_ROUND]))

@@ -122,8 +122,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION: Final = 2
-"""The repository format this code writes; it also reads and writes format 1."""
+FORMAT_VERSION: Final = 3
+"""The repository format this code writes; it also reads and writes formats 1, 2."""
 
 REPO_DIR: Final = ".mvc"
 CONFIG_FILE: Final = "config.json"
@@ -408,9 +408,10 @@ class Repo:
     ) -> Repo:
         """Open the repository at or above ``path`` (or ``MVC_DIR``, or cwd).
 
-        A format 1 repository is read, and written in format 1 (whole frames,
-        loose files) so that mvcstore 0.1 still reads it, until
-        ``upgrade_format`` moves it to format 2.
+        An older repository is read, and written in its own format (format 1:
+        whole frames in loose files; format 2: XOR deltas) so that the
+        mvcstore that wrote it still reads it, until ``upgrade_format`` moves
+        it to the current format.
 
         Raises:
             RepositoryNotFoundError: If there is none.
@@ -425,19 +426,23 @@ class Repo:
         return repo
 
     def _use_format(self, version: int) -> None:
-        # format 1 knows raw and zstandard frames in loose files only
+        # format 1 knows raw and zstandard frames in loose files only; format 2
+        # knows XOR deltas but not differences
         self.format_version = version
+        if version < 3:
+            self.storage = replace(self.storage, difference=False)
         if version < 2:
             self.storage = replace(self.storage, encodings=False, max_delta_depth=0)
             if isinstance(self.objects, LocalObjectStore):
                 self.objects.use_packs = False
 
     def upgrade_format(self) -> None:
-        """Move a format 1 repository to format 2; nothing stored is rewritten.
+        """Move a repository to the current format; nothing stored is rewritten.
 
-        Every format 1 frame is a valid format 2 frame, so only the version in
-        ``config.json`` changes; from then on commits use packs and the new
-        encodings, and mvcstore 0.1 refuses the repository.
+        Every frame of an older format is a valid frame of the current one, so
+        only the version in ``config.json`` changes; from then on commits use
+        packs and the current encodings, and the older mvcstore refuses the
+        repository.
 
         Raises:
             RepositoryFormatError: If the config cannot be read or written.
@@ -681,6 +686,7 @@ class Repo:
         role: str = "",
         parent: ObjectId | None = None,
         cache: DeltaCache | None = None,
+        number: int = 1,
     ) -> ObjectId:
         if not isinstance(tensors, Mapping):
             raise InvalidInputError(
@@ -699,6 +705,8 @@ class Repo:
             store=self.objects,
             options=self.storage,
             pool=self._pool,
+            whole=self.storage.full_every > 0
+            and (number - 1) % self.storage.full_every == 0,
         )
         # small objects, mostly Python work: threads would only take turns
         ids = [put_object(target, record, level=0) for record in records]
@@ -1689,6 +1697,7 @@ class Session:
                 batch=batch,
                 parent=parent.state if parent else None,
                 cache=cache,
+                number=parent.number + 1 if parent else 1,
             )
             graph_id = (
                 repo.write_graph(graph, batch=batch)
@@ -1702,6 +1711,7 @@ class Session:
                     role=role,
                     parent=parent.extra.get(role) if parent else None,
                     cache=cache,
+                    number=parent.number + 1 if parent else 1,
                 )
                 for role, tensors in (extra or {}).items()
             }

@@ -107,6 +107,9 @@ class ObjectBatch(Protocol):
     def put(self, oid: ObjectId, parts: Sequence[FramePart]) -> bool:
         """Add a frame (the concatenation of ``parts``) unless ``oid`` is stored.
 
+        The parts are consumed before it returns: the caller may then reuse
+        their buffers.
+
         Returns:
             True if this call added the object.
 

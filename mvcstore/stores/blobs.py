@@ -20,18 +20,18 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar, cast
 
 import blake3
 import numpy as np
 
 from mvcstore.arrays import RawTensor
 from mvcstore.codec import (
+    DELTA_ENCODINGS,
     DEPENDENCY_PREFIX,
     ENCODING_CHUNKED,
-    ENCODING_DELTA,
     FRAME_HEADER_SIZE,
     FramePart,
     ObjectId,
@@ -39,6 +39,7 @@ from mvcstore.codec import (
     chunked_frame,
     decode_into,
     delta_frame,
+    diff_frame,
     frame,
     hash_object,
     parse_frame,
@@ -52,6 +53,7 @@ from mvcstore.encodings import (
     as_bytes,
     find_bit_pattern,
     plane_width,
+    scratch,
 )
 from mvcstore.errors import (
     CorruptObjectError,
@@ -81,6 +83,8 @@ _SMALL: Final = 64
 """Blobs below this many bytes are stored raw."""
 _DELTA_WINS: Final = 0.75
 """A delta below this share of the data is kept without trying a whole frame."""
+_REFRESH: Final = 0.8
+"""A delta this share of its whole base's stored size or more starts a new base."""
 _HASH_THREADS_FROM: Final = 16 << 20
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -93,8 +97,16 @@ class StorageOptions:
     Attributes:
         chunk_size: Blobs larger than this are stored as chunks of this many
             bytes (the last one shorter); a multiple of 64.
-        max_delta_depth: Longest chain of deltas before a full copy (0: no
-            deltas). Reading an epoch decodes up to this many deltas per blob.
+        max_delta_depth: Longest chain of deltas (0: no deltas). A tensor
+            whose parent is at this depth is stored against the parent's own
+            base instead, so with 1 every epoch is one delta against the last
+            full copy. Reading an epoch decodes up to this many deltas per
+            blob. A new full copy is made when a delta grows to 0.8 of the
+            full copy it is against, and in every ``full_every``-th epoch.
+        full_every: Epochs 1, 1 + n, 1 + 2n... of a line (by their number)
+            store every tensor whole, so a tensor is never more than ``n - 1``
+            epochs from its full copy (0: only by size). The further an epoch
+            is from its full copy, the larger and slower to make its delta.
         delta_cache_bytes: Tensor bytes a session keeps between commits to
             use as delta bases without reading them back (0: none). The cache
             costs this much memory at most: a copy of each cached tensor.
@@ -102,14 +114,18 @@ class StorageOptions:
         min_saving: A plane or bitmap is compressed only when that brings it
             below this share of its size.
         encodings: False writes format 1 frames only (raw or zstandard).
+        difference: Deltas are integer differences (format 3); False writes
+            XOR deltas (format 2).
     """
 
     chunk_size: int = 32 << 20
-    max_delta_depth: int = 4
+    max_delta_depth: int = 1
+    full_every: int = 5
     delta_cache_bytes: int = 1 << 30
     level: int = 1
-    min_saving: float = 0.97
+    min_saving: float = 0.9
     encodings: bool = True
+    difference: bool = True
 
     def __post_init__(self) -> None:
         if self.chunk_size < 64 or self.chunk_size % 64:
@@ -118,6 +134,8 @@ class StorageOptions:
             )
         if not 0 <= self.max_delta_depth <= 255:
             raise InvalidInputError("max_delta_depth must be between 0 and 255")
+        if self.full_every < 0:
+            raise InvalidInputError("full_every must be 0 or more")
 
 
 class Pool(Protocol):
@@ -138,12 +156,15 @@ class BaseData:
         depth: Its delta depth when known (0 for a full frame).
         chunks: When the base is chunked: each chunk's id, length and depth
             (None when unknown).
+        stored: The stored size of the full frame at the bottom of its chain,
+            when known.
     """
 
     blob: ObjectId
     data: Bytes | None = None
     depth: int | None = None
     chunks: tuple[tuple[ObjectId, int, int | None], ...] | None = None
+    stored: int | None = None
 
 
 @dataclass(slots=True)
@@ -154,11 +175,13 @@ class BlobJob:
         data: The blob's bytes (not copied; must not change until written).
         element_size: The size of one element of the tensor, for the planes.
         base: What it may be stored as a delta against, if anything.
-        keep: A buffer of the blob's length to copy the data into for the
-            session's cache, or None. It may be the base's own bytes: they are
-            overwritten only once the delta against them is made.
-        keep_blob: The blob whose bytes ``keep`` holds now, if any (no copy is
-            made when the new blob is the same).
+        keep: A buffer of the blob's length for the session's cache, or None:
+            it receives the bytes of the next commit's base (this blob's, or
+            its base's when it is stored at the deepest level). It may hold
+            the base's own bytes: they are overwritten only once the delta
+            against them is made.
+        keep_blob: The blob whose bytes ``keep`` holds now, if any: a blob
+            stored already leaves them there.
     """
 
     data: Bytes
@@ -178,12 +201,15 @@ class WrittenBlob:
             None when it was already stored (depth unknown).
         chunks: For a chunked blob, each chunk's id, length and depth.
         stored: Bytes of new frames this blob added.
+        next_base: What a next commit of the same tensor is stored against
+            (None when the blob was stored already).
     """
 
     blob: ObjectId
     depth: int | None
     chunks: tuple[tuple[ObjectId, int, int | None], ...] | None
     stored: int
+    next_base: BaseData | None = None
 
 
 def write_blobs(
@@ -212,38 +238,61 @@ def write_blobs(
     """
     writer = _Writer(batch, store, options)
 
-    # hash every blob first (large ones on all threads): what is stored is skipped
-    ids = list(pool.map(_blob_id, [job.data for job in jobs]))
-    tasks: list[Callable[[], object]] = []
-    plans: list[_ChunkPlan | None] = []
-    for job, oid in zip(jobs, ids, strict=True):
-        keep = job.keep if job.keep is not None and job.keep_blob != oid else None
+    # each small blob is hashed, claimed and encoded in one job; a blob to be
+    # chunked is hashed first (on all threads) to know whether it is stored
+    ids: list[ObjectId | None] = [None] * len(jobs)
+    tasks: list[tuple[int, Callable[[], object]]] = []
+    plans: list[_ChunkPlan | None] = [None] * len(jobs)
+    following: list[BaseData | None] = [None] * len(jobs)
+    for index, job in enumerate(jobs):
         if job.data.size > options.chunk_size and options.encodings:
-            chunked = _ChunkPlan(oid, job, options.chunk_size, keep)
-            plans.append(chunked)
+            oid = _blob_id(job.data)
+            ids[index] = oid
+            plan = _ChunkPlan(oid, job, options.chunk_size)
+            plans[index] = plan
             if writer.claim(oid):
-                tasks.extend(chunked.tasks(writer))
-                continue
-            chunked.skip()
+                tasks.extend(plan.tasks(writer))
+            else:
+                plan.skip()
+                if job.keep is not None and job.keep_blob is None:
+                    tasks.append(
+                        (job.data.size, partial(np.copyto, job.keep, job.data))
+                    )
         else:
-            plans.append(None)
-            if writer.claim(oid):
-                tasks.append(partial(writer.put_whole, oid, job, keep=keep))
-                continue
-        # stored already: only the session's copy may need the bytes
-        if keep is not None:
-            tasks.append(partial(np.copyto, keep, job.data))
-    list(pool.map(_run, tasks))
+            task = partial(_store_job, writer, job, ids, following, index)
+            tasks.append((job.data.size, task))
+    # the largest first, so that both threads finish together
+    tasks.sort(key=lambda item: -item[0])
+    list(pool.map(_run, [task for _, task in tasks]))
 
     # a chunked blob's table after its chunks: readers never see it without them
     out: list[WrittenBlob] = []
-    for oid, plan in zip(ids, plans, strict=True):
-        if plan is None:
+    for index, chunked_plan in enumerate(plans):
+        if chunked_plan is None:
+            oid = cast(ObjectId, ids[index])
             depth, size = writer.results.get(oid, (None, 0))
-            out.append(WrittenBlob(oid, depth, None, size))
+            if following[index] is None:
+                depth, size = None, 0
+            out.append(WrittenBlob(oid, depth, None, size, following[index]))
         else:
-            out.append(plan.finish(writer))
+            out.append(chunked_plan.finish(writer))
     return out
+
+
+def _store_job(
+    writer: _Writer,
+    job: BlobJob,
+    ids: list[ObjectId | None],
+    following: list[BaseData | None],
+    index: int,
+) -> None:
+    oid = _blob_id(job.data)
+    ids[index] = oid
+    if writer.claim(oid):
+        following[index] = writer.put_whole(oid, job, keep=job.keep)
+    elif job.keep is not None and job.keep_blob is None:
+        # stored already: a cached base stays; a fresh buffer takes this blob
+        np.copyto(job.keep, job.data)
 
 
 def _run(task: Callable[[], object]) -> object:
@@ -258,6 +307,10 @@ def _blob_id(data: Bytes) -> ObjectId:
         hasher.update(data.data)
         return ObjectId(hasher.digest())
     return hash_object("blob", data.data)
+
+
+def _same_buffer(a: Bytes, b: Bytes) -> bool:
+    return a.size == b.size and a.ctypes.data == b.ctypes.data
 
 
 class _Writer:
@@ -289,41 +342,69 @@ class _Writer:
         keep: Bytes | None,
         base: BaseData | None = None,
         data: Bytes | None = None,
-    ) -> None:
-        """Encode one blob (or chunk), put it, then copy it into ``keep``."""
+    ) -> BaseData:
+        """Encode one blob (or chunk) and put it; return the next commit's base.
+
+        ``keep``, when given, receives the bytes of that base.
+        """
         content = job.data if data is None else data
-        parts, depth = self.encode(content, job.element_size, base or job.base)
+        parts, depth, used = self.encode(content, job.element_size, base or job.base)
         self.batch.put(oid, parts)
+        size = parts_size(parts)
         with self._lock:
-            self.results[oid] = (depth, parts_size(parts))
+            self.results[oid] = (depth, size)
+        if used is None:
+            following = BaseData(oid, depth=0, stored=size)
+        elif depth < self.options.max_delta_depth:
+            following = BaseData(oid, depth=depth, stored=used.stored)
+        else:
+            # at the deepest level: the next epoch is stored against the same base
+            following = replace(used, data=None)
         if keep is not None:
             # after the delta: ``keep`` may hold the very bytes it was made from
-            np.copyto(keep, content)
+            source = content if used is None or following.blob == oid else used.data
+            if source is not None and not _same_buffer(keep, source):
+                np.copyto(keep, source)
+        return following
 
     def encode(
         self, data: Bytes, element_size: int, base: BaseData | None
-    ) -> tuple[list[FramePart], int]:
-        """Return the frame parts of ``data`` and their delta depth."""
+    ) -> tuple[list[FramePart], int, BaseData | None]:
+        """Return the frame parts of ``data``, their delta depth and base.
+
+        The base comes back with its bytes (None for a whole frame).
+        """
         options = self.options
         size = data.size
         if not options.encodings:
-            return [frame("blob", data.data, level=options.level)], 0
+            return [frame("blob", data.data, level=options.level)], 0, None
         if size < _SMALL:
-            return [frame("blob", data.data, level=0)], 0
+            return [frame("blob", data.data, level=0)], 0, None
         width = plane_width(element_size)
         if width in BITS_WIDTHS:
             pattern = find_bit_pattern(data, width)
             if pattern is not None:
-                return bits_frame(data, width, pattern, level=options.level), 0
+                return bits_frame(data, width, pattern, level=options.level), 0, None
         delta = None
         if base is not None and options.max_delta_depth > 0:
             delta = self._delta(data, width, base)
-            if delta is not None and parts_size(delta[0]) < size * _DELTA_WINS:
-                return delta
+            if delta is not None:
+                stored, full = parts_size(delta[0]), delta[2].stored
+                if full is not None:
+                    if stored < full * _REFRESH:
+                        return delta
+                    # grown far from its base: a new full copy starts a new chain
+                    delta = None
+                elif stored < size * _DELTA_WINS:
+                    return delta
         whole: list[FramePart]
         if width in PLANE_WIDTHS:
             whole = planes_frame(
-                data, width, level=options.level, min_saving=options.min_saving
+                data,
+                width,
+                level=options.level,
+                min_saving=options.min_saving,
+                into=scratch("whole", size),
             )
             if parts_size(whole) >= size:
                 whole = [frame("blob", data.data, level=0)]
@@ -332,30 +413,38 @@ class _Writer:
         # a delta that saves little competes with the whole frame, by size
         if delta is not None and parts_size(delta[0]) < parts_size(whole):
             return delta
-        return whole, 0
+        return whole, 0, None
 
     def _delta(
         self, data: Bytes, width: int, base: BaseData
-    ) -> tuple[list[FramePart], int] | None:
+    ) -> tuple[list[FramePart], int, BaseData] | None:
+        store, limit = self.store, self.options.max_delta_depth
         depth = base.depth
         if depth is None:
-            depth = _depth_of(self.store, base.blob)
+            depth = _depth_of(store, base.blob)
             if depth is None:
                 return None
-        if depth + 1 > self.options.max_delta_depth:
-            return None
         old = base.data
-        if old is None:
-            old = np.empty(data.size, dtype=np.uint8)
-            try:
-                decode_into(base.blob, old, self.store)
-            except (CorruptObjectError, ObjectNotFoundError) as exc:
-                # a damaged parent must not stop training: store this one whole
-                logger.warning("no delta against %s: %s", base.blob.hex, exc.message)
-                return None
+        try:
+            # a base at the deepest level lends its own base instead
+            while depth >= limit:
+                below = _base_of(store, base.blob)
+                if below is None:
+                    return None
+                depth -= 1
+                base = BaseData(below, depth=depth, stored=base.stored)
+                old = None
+            if old is None:
+                old = scratch("base", data.size)
+                decode_into(base.blob, old, store)
+        except (CorruptObjectError, ObjectNotFoundError) as exc:
+            # a damaged parent must not stop training: store this one whole
+            logger.warning("no delta against %s: %s", base.blob.hex, exc.message)
+            return None
         if old.size != data.size:
             return None
-        parts = delta_frame(
+        make = diff_frame if self.options.difference else delta_frame
+        parts = make(
             data,
             old,
             base=base.blob,
@@ -363,19 +452,18 @@ class _Writer:
             width=width,
             level=self.options.level,
             min_saving=self.options.min_saving,
+            into=scratch("delta", data.size),
         )
-        return parts, depth + 1
+        return parts, depth + 1, replace(base, data=old)
 
 
 class _ChunkPlan:
     """A blob larger than the chunk size: its chunks, then its table."""
 
-    def __init__(
-        self, oid: ObjectId, job: BlobJob, chunk_size: int, keep: Bytes | None
-    ) -> None:
+    def __init__(self, oid: ObjectId, job: BlobJob, chunk_size: int) -> None:
         self.oid = oid
         self.job = job
-        self.keep = keep
+        self.keep = job.keep
         size = job.data.size
         count = math.ceil(size / chunk_size)
         # the tail is the last chunk, 1 to chunk_size bytes long
@@ -384,15 +472,18 @@ class _ChunkPlan:
             for start in range(0, count * chunk_size, chunk_size)
         ]
         self.ids: list[ObjectId | None] = [None] * count
+        self.following: list[BaseData | None] = [None] * count
         self.written = False
 
-    def tasks(self, writer: _Writer) -> list[Callable[[], object]]:
-        """Return one job per chunk."""
+    def tasks(self, writer: _Writer) -> list[tuple[int, Callable[[], object]]]:
+        """Return one job per chunk, each with its size."""
         self.written = True
         bases = self._bases()
         return [
-            partial(self._put_chunk, writer, index, base)
-            for index, base in enumerate(bases)
+            (end - start, partial(self._put_chunk, writer, index, base))
+            for index, (base, (start, end)) in enumerate(
+                zip(bases, self.bounds, strict=True)
+            )
         ]
 
     def _bases(self) -> list[BaseData | None]:
@@ -415,7 +506,9 @@ class _ChunkPlan:
         self.ids[index] = chunk
         keep = self.keep[start:end] if self.keep is not None else None
         if writer.claim(chunk):
-            writer.put_whole(chunk, self.job, keep=keep, base=base, data=piece)
+            self.following[index] = writer.put_whole(
+                chunk, self.job, keep=keep, base=base, data=piece
+            )
         elif keep is not None:
             np.copyto(keep, piece)
 
@@ -428,27 +521,47 @@ class _ChunkPlan:
         if not self.written:
             return WrittenBlob(self.oid, None, None, 0)
         chunks: list[tuple[ObjectId, int, int | None]] = []
+        bases: list[tuple[ObjectId, int, int | None]] = []
         stored = 0
-        for chunk, (start, end) in zip(self.ids, self.bounds, strict=True):
+        for chunk, following, (start, end) in zip(
+            self.ids, self.following, self.bounds, strict=True
+        ):
             if chunk is None:
                 raise InvalidInputError(
                     f"chunk {start} of {self.oid.hex} was not written"
                 )
             depth, size = writer.results.get(chunk, (None, 0))
             chunks.append((chunk, end - start, depth))
+            if following is None:
+                bases.append((chunk, end - start, None))
+            else:
+                bases.append((following.blob, end - start, following.depth))
             stored += size
         table = chunked_frame(
             self.job.data.size, [(chunk, length) for chunk, length, _ in chunks]
         )
         writer.batch.put(self.oid, [table])
-        return WrittenBlob(self.oid, 0, tuple(chunks), stored + len(table))
+        return WrittenBlob(
+            self.oid,
+            0,
+            tuple(chunks),
+            stored + len(table),
+            BaseData(self.oid, chunks=tuple(bases)),
+        )
+
+
+def _base_of(store: ObjectStore, oid: ObjectId) -> ObjectId | None:
+    head = read_frame_prefix(store, oid, DEPENDENCY_PREFIX)
+    if len(head) < DEPENDENCY_PREFIX or head[6] not in DELTA_ENCODINGS:
+        return None
+    return ObjectId(bytes(head[FRAME_HEADER_SIZE:DEPENDENCY_PREFIX]))
 
 
 def _depth_of(store: ObjectStore, oid: ObjectId) -> int | None:
     head = read_frame_prefix(store, oid, DEPENDENCY_PREFIX + 2)
     if len(head) <= FRAME_HEADER_SIZE:
         return None
-    if head[6] == ENCODING_DELTA:
+    if head[6] in DELTA_ENCODINGS:
         return head[DEPENDENCY_PREFIX] if len(head) > DEPENDENCY_PREFIX else None
     if head[6] == ENCODING_CHUNKED:
         return None
@@ -526,15 +639,20 @@ def _check_whole(store: ObjectStore, oid: ObjectId, out: Bytes) -> None:
 
 @dataclass(slots=True)
 class CachedTensor:
-    """A tensor a session committed last, kept as the next delta base.
+    """The base a session's next commit stores a tensor against, with its bytes.
+
+    It is the blob of the tensor committed last, or that blob's own base when
+    the blob is stored at the deepest delta level.
 
     Attributes:
-        dtype: Its element type.
+        dtype: The tensor's element type.
         shape: Its shape.
-        blob: Its data's blob id.
-        data: A copy of its data.
-        depth: The delta depth its blob is stored at, if known.
-        chunks: Its chunks' ids, lengths and depths, if it is chunked.
+        blob: The base blob's id.
+        data: A copy of the base's bytes.
+        depth: The delta depth the base is stored at, if known.
+        chunks: The base's chunks' ids, lengths and depths, if it is chunked.
+        stored: The stored size of the full frame at the bottom of its chain,
+            if known.
     """
 
     dtype: str
@@ -543,6 +661,7 @@ class CachedTensor:
     data: Bytes
     depth: int | None
     chunks: tuple[tuple[ObjectId, int, int | None], ...] | None
+    stored: int | None = None
 
 
 class DeltaCache:
@@ -646,6 +765,7 @@ def write_tensors(
     store: ObjectStore,
     options: StorageOptions,
     pool: Pool,
+    whole: bool = False,
 ) -> list[Tensor]:
     """Store the data of named tensors; return their tensor objects.
 
@@ -661,6 +781,7 @@ def write_tensors(
         store: Where bases are read back from.
         options: How to encode.
         pool: The thread pool.
+        whole: Store every tensor whole (a new full copy), with no delta.
 
     Raises:
         BackendUnavailableError: If the batch cannot be written.
@@ -672,7 +793,8 @@ def write_tensors(
         key = (role, name)
         cached = cache.get(key) if cache is not None else None
         base: BaseData | None = None
-        if options.max_delta_depth > 0 and data.size >= _SMALL and options.encodings:
+        deltas = options.max_delta_depth > 0 and options.encodings and not whole
+        if deltas and data.size >= _SMALL:
             if cached is not None and (cached.dtype, cached.shape) == (
                 raw.dtype,
                 raw.shape,
@@ -682,6 +804,7 @@ def write_tensors(
                     data=cached.data,
                     depth=cached.depth,
                     chunks=cached.chunks,
+                    stored=cached.stored,
                 )
             elif parent is not None:
                 base = _parent_base(parent, name, raw, store)
@@ -698,17 +821,40 @@ def write_tensors(
             )
         )
         if cache is not None and job.keep is not None:
-            cached = cache.get((role, name))
-            same = cached is not None and cached.blob == result.blob
-            cache.stage(
-                (role, name),
-                CachedTensor(
-                    dtype=raw.dtype,
-                    shape=raw.shape,
-                    blob=result.blob,
-                    data=job.keep,
-                    depth=cached.depth if same and cached else result.depth,
-                    chunks=cached.chunks if same and cached else result.chunks,
-                ),
-            )
+            cache.stage((role, name), _cache_entry(raw, job, result, cache, role, name))
     return out
+
+
+def _cache_entry(
+    raw: RawTensor,
+    job: BlobJob,
+    result: WrittenBlob,
+    cache: DeltaCache,
+    role: str,
+    name: str,
+) -> CachedTensor:
+    # what ``job.keep`` holds now: the next base, the cached base left in
+    # place (the blob was stored already), or this blob's bytes
+    following = result.next_base
+    keep = cast(Bytes, job.keep)
+    if following is not None:
+        return CachedTensor(
+            dtype=raw.dtype,
+            shape=raw.shape,
+            blob=following.blob,
+            data=keep,
+            depth=following.depth,
+            chunks=following.chunks,
+            stored=following.stored,
+        )
+    cached = cache.get((role, name))
+    if job.keep_blob is not None and cached is not None:
+        return cached
+    return CachedTensor(
+        dtype=raw.dtype,
+        shape=raw.shape,
+        blob=result.blob,
+        data=keep,
+        depth=None,
+        chunks=None,
+    )

@@ -14,9 +14,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from mvcstore.codec import (
+    DELTA_ENCODINGS,
     DEPENDENCY_PREFIX,
     ENCODING_CHUNKED,
-    ENCODING_DELTA,
     ENCODINGS,
     FRAME_HEADER_SIZE,
     ObjectId,
@@ -206,7 +206,7 @@ class UsageReader:
                 continue
             name = ENCODINGS[frame.encoding]
             counts[name] = counts.get(name, 0) + 1
-            if frame.encoding == ENCODING_DELTA:
+            if frame.encoding in DELTA_ENCODINGS:
                 delta += frame.size
                 delta_stored += frame.stored
             else:

@@ -24,6 +24,7 @@ from mvcstore.codec import (
     chunked_frame,
     decode_into,
     delta_frame,
+    diff_frame,
     frame,
     hash_object,
     join_parts,
@@ -145,8 +146,18 @@ def test_every_encoding_round_trips_bit_for_bit(tensor: tuple[str, np.ndarray]) 
     if base.tobytes() == data.tobytes():
         return
     base_id = source.put(base, frame("blob", base.data, level=0))
-    delta = delta_frame(data, base, base=base_id, depth=1, width=width, min_saving=1.1)
-    _round_trip(source, array, join_parts(delta))
+    for make in (delta_frame, diff_frame):
+        for saving in (1.1, 0.97):
+            delta = make(
+                data, base, base=base_id, depth=1, width=width, min_saving=saving
+            )
+            _round_trip(source, array, join_parts(delta))
+    # a difference on top of an XOR delta: a mixed chain of depth 2
+    middle = base ^ np.uint8(0x5A)
+    xor = delta_frame(middle, base, base=base_id, depth=1, width=width)
+    middle_id = source.put(middle, join_parts(xor))
+    mixed = diff_frame(data, middle, base=middle_id, depth=2, width=width)
+    _round_trip(source, array, join_parts(mixed))
 
 
 @given(tensors(), st.integers(2, 4))

@@ -251,7 +251,7 @@ def _header(
         (_header(reserved=1), "unknown frame version"),
         (_header(code=0), "unknown kind code"),
         (_header(code=6), "unknown kind code"),
-        (_header(encoding=6), "unknown encoding"),
+        (_header(encoding=7), "unknown encoding"),
         (_header(size=(1 << 36) + 1), "exceeds the limit"),
         (_header(size=4) + b"abc", "header says 4"),
         (_header(size=2) + b"abc", "header says 2"),

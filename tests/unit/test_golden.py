@@ -23,6 +23,7 @@ from mvcstore.codec import (
     chunked_frame,
     decode_into,
     delta_frame,
+    diff_frame,
     encode,
     frame,
     hash_object,
@@ -171,6 +172,9 @@ def encoded_frames() -> dict[str, bytes]:
         "planes-f32": join_parts(planes_frame(_u8(PLANES_DATA), 4)),
         "delta-f32": join_parts(
             delta_frame(_u8(DELTA_DATA), _u8(PLANES_DATA), base=base, depth=1, width=4)
+        ),
+        "diff-f32": join_parts(
+            diff_frame(_u8(DELTA_DATA), _u8(PLANES_DATA), base=base, depth=1, width=4)
         ),
         "bits-bool": join_parts(bits_frame(BITS_DATA, 1, b"\x01")),
         "chunked-two": chunked_frame(
@@ -346,6 +350,13 @@ PINNED: dict[str, str] = {
         "000000000010000000000000004040d04050d0c8404850b4d0ccc8c440001000"
         "00000000000000000000000101000000000000000000"
     ),
+    "frame.diff-f32": (
+        "6d76636f010106004000000000000000f3461e9cc52caa2e8d4d39a539929217"
+        "64a3f8fb3438848082cea61ec6a03f6a01040010000000000000000000000000"
+        "0000000000000000000000001000000000000000000000000000000000000000"
+        "000000000010000000000000008080a080a0a0908090a0a8a098908880001000"
+        "00000000000000000000000000000000000000000000"
+    ),
     "frame.bits-bool": "6d76636f010104000a0000000000000001010002000000000000008d01",
     "frame.chunked-two": (
         "6d76636f0101050010000000000000000200000000000000b1421d5002777de5"
@@ -483,6 +494,7 @@ class _Frames:
     [
         ("planes-f32", "blob-planes-f32"),
         ("delta-f32", "blob-delta-f32"),
+        ("diff-f32", "blob-delta-f32"),
         ("bits-bool", "blob-bits-bool"),
         ("chunked-two", "blob-chunked-two"),
     ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from mvcstore.codec import (
     ENCODING_BITS,
     ENCODING_CHUNKED,
     ENCODING_DELTA,
+    ENCODING_DIFF,
     ENCODING_PLANES,
     ENCODING_RAW,
     ENCODING_ZSTD,
@@ -83,30 +85,100 @@ def _assert_epoch(repo: Repo, revision: str, number: int) -> None:
         assert checkout.state[name].tobytes() == array.tobytes(), (revision, name)
 
 
+def _base(repo: Repo, oid: ObjectId) -> ObjectId | None:
+    return parse_frame(repo.objects.get_framed(oid)).base
+
+
 @pytest.mark.parametrize("cache", [True, False], ids=["cached", "read-back"])
-def test_delta_chain_reaches_its_maximum_depth_then_starts_a_full_copy(
+def test_delta_chain_reaches_its_maximum_depth_then_stays_there(
     repo: Repo, cache: bool
 ) -> None:
     repo.storage = StorageOptions(
-        max_delta_depth=3, delta_cache_bytes=1 << 20 if cache else 0
+        max_delta_depth=3, delta_cache_bytes=1 << 20 if cache else 0, full_every=0
     )
 
     epochs = _commit(repo, range(9))
 
-    found = [_encoding(repo, _blob(repo, epoch, "w")) for epoch in epochs]
-    assert found == [
-        (ENCODING_PLANES, 0),
-        (ENCODING_DELTA, 1),
-        (ENCODING_DELTA, 2),
-        (ENCODING_DELTA, 3),
-        (ENCODING_PLANES, 0),
-        (ENCODING_DELTA, 1),
-        (ENCODING_DELTA, 2),
-        (ENCODING_DELTA, 3),
-        (ENCODING_PLANES, 0),
+    blobs = [_blob(repo, epoch, "w") for epoch in epochs]
+    found = [_encoding(repo, blob) for blob in blobs]
+    assert found == [(ENCODING_PLANES, 0)] + [
+        (ENCODING_DIFF, min(number, 3)) for number in range(1, 9)
     ]
+    # the chain grows to depth 3; later epochs hang beside it, on epoch 2
+    assert [_base(repo, blob) for blob in blobs[1:4]] == blobs[:3]
+    assert {_base(repo, blob) for blob in blobs[3:]} == {blobs[2]}
     for number in range(9):
         _assert_epoch(repo, f"main#{number + 1}", number)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "read-back"])
+def test_by_default_every_epoch_is_one_delta_against_the_last_full_copy(
+    repo: Repo, cache: bool
+) -> None:
+    if not cache:
+        repo.storage = StorageOptions(delta_cache_bytes=0)
+    epochs = _commit(repo, range(8))
+
+    # epochs 1 and 6 (numbers 1, 1 + 5) are full copies, the others deltas
+    blobs = [_blob(repo, epoch, "w") for epoch in epochs]
+    for full in (0, 5):
+        assert _encoding(repo, blobs[full]) == (ENCODING_PLANES, 0)
+        for blob in blobs[full + 1 : full + 5]:
+            assert _encoding(repo, blob) == (ENCODING_DIFF, 1)
+            assert _base(repo, blob) == blobs[full]
+    # a fork continues from its own line's full copy
+    side = repo.fork("side", at="main#3").commit(_weights(9), step=9)
+    assert side.number == 4
+    assert _base(repo, _blob(repo, side, "w")) == blobs[0]
+    for number in range(8):
+        _assert_epoch(repo, f"main#{number + 1}", number)
+
+
+def test_a_tensor_far_from_its_base_starts_a_new_full_copy(repo: Repo) -> None:
+    line = repo.session("main")
+    rng = np.random.default_rng(5)
+    states = [rng.standard_normal(SIZE).astype(np.float32)]
+    states.append(states[0] * np.float32(1.001))
+    states.append(rng.standard_normal(SIZE).astype(np.float32))  # retrained
+    states.append(states[2] * np.float32(1.001))
+    epochs = [line.commit({"w": w}) for w in states]
+
+    blobs = [_blob(repo, epoch, "w") for epoch in epochs]
+    encodings = [_encoding(repo, blob)[0] for blob in blobs]
+    assert encodings == [ENCODING_PLANES, ENCODING_DIFF, ENCODING_PLANES, ENCODING_DIFF]
+    assert _base(repo, blobs[3]) == blobs[2]
+    for epoch, w in zip(epochs, states, strict=True):
+        assert epoch.id is not None
+        assert repo.checkout(epoch.id.hex).state["w"].tobytes() == w.tobytes()
+
+
+def test_differences_of_every_width_round_trip_through_a_repository(
+    repo: Repo,
+) -> None:
+    rng = np.random.default_rng(9)
+    line = repo.session("main")
+    first = {
+        "f16": rng.standard_normal(999).astype(np.float16),
+        "f64": rng.standard_normal(333).astype(np.float64),
+        "c128": (rng.standard_normal(100) + 1j).astype(np.complex128),
+        "i8": rng.integers(-128, 128, 1000).astype(np.int8),
+        "u16": rng.integers(0, 1 << 16, 500).astype(np.uint16),
+    }
+    # small updates, wrap-arounds and sign flips
+    second = {
+        "f16": (first["f16"] * np.float16(1.01)).astype(np.float16),
+        "f64": -first["f64"],
+        "c128": first["c128"] * 1.0001,
+        "i8": (first["i8"].astype(np.int16) + 200).astype(np.int8),
+        "u16": first["u16"] - np.uint16(3),
+    }
+    epochs = [line.commit(first), line.commit(second)]
+    for epoch, state in zip(epochs, (first, second), strict=True):
+        assert epoch.id is not None
+        found = repo.checkout(epoch.id.hex).state
+        for name, array in state.items():
+            assert found[name].tobytes() == array.tobytes(), name
+    assert _encoding(repo, _blob(repo, epochs[1], "f16"))[0] == ENCODING_DIFF
 
 
 @pytest.mark.damaged
@@ -116,7 +188,7 @@ def test_checkout_in_the_middle_of_a_chain_reads_only_its_own_bases(
     repo.storage = StorageOptions(max_delta_depth=4)
     epochs = _commit(repo, range(5))
     middle = _blob(repo, epochs[2], "w")
-    assert _encoding(repo, middle) == (ENCODING_DELTA, 2)
+    assert _encoding(repo, middle) == (ENCODING_DIFF, 2)
 
     # the epochs after the middle one are not needed to read it
     for later in epochs[3:]:
@@ -149,7 +221,7 @@ def test_new_session_objects_continue_the_chain_of_the_head(repo: Repo) -> None:
     # a fresh Session has no cache: it reads the parent's bytes back
     third = repo.session("main").commit(_weights(2), step=2)
 
-    assert _encoding(repo, _blob(repo, third, "w")) == (ENCODING_DELTA, 2)
+    assert _encoding(repo, _blob(repo, third, "w")) == (ENCODING_DIFF, 2)
     _assert_epoch(repo, "main", 2)
 
 
@@ -161,7 +233,7 @@ def test_a_damaged_delta_base_fails_its_dependents_naming_the_base(
     epochs = _commit(repo, range(4))
     base = _blob(repo, epochs[1], "w")
     dependent = _blob(repo, epochs[3], "w")
-    assert _encoding(repo, dependent) == (ENCODING_DELTA, 3)
+    assert _encoding(repo, dependent) == (ENCODING_DIFF, 3)
 
     def flip(frame: bytearray) -> None:
         frame[-1] ^= 0x01
@@ -252,7 +324,8 @@ def test_a_large_tensor_is_stored_in_chunks_with_its_tail(
         layout = parse_frame(repo.objects.get_framed(_blob(repo, epochs[1], "big")))
         encodings = {_encoding(repo, chunk)[0] for chunk, _ in layout.chunks}
         # (a tail under 64 bytes is stored raw)
-        assert encodings <= {ENCODING_DELTA, ENCODING_PLANES, ENCODING_RAW}
+        assert ENCODING_DIFF in encodings
+        assert encodings <= {ENCODING_DIFF, ENCODING_PLANES, ENCODING_RAW}
 
 
 @pytest.mark.damaged
@@ -423,7 +496,7 @@ def test_a_format_1_repository_upgrades_without_rewriting_objects(
         later = repo.session("main").commit(_weights(3), step=3)
         _assert_epoch(repo, "main", 3)
         assert before <= set(repo.objects.iter_ids())
-        assert _encoding(repo, _blob(repo, later, "w"))[0] == ENCODING_DELTA
+        assert _encoding(repo, _blob(repo, later, "w"))[0] == ENCODING_DIFF
         assert_clean(repo)
     with Repo.open(tmp_path, durable=False) as reopened:
         assert reopened.format_version == FORMAT_VERSION
@@ -459,7 +532,7 @@ def test_stats_split_dedup_deltas_and_compression(repo: Repo) -> None:
     assert total.delta_ratio > 1.3 and total.compression_ratio > 1
     assert total.stored_bytes < total.logical_bytes
     assert total.stored_bytes > total.data_stored_bytes > 0
-    assert dict(total.encodings)["delta"] == 3
+    assert dict(total.encodings)["diff"] == 4
     assert set(stats.sessions) == {"main", "side"}
     assert stats.sessions["main"].epochs == 5 and stats.sessions["side"].epochs == 1
     head = repo.stats("main~2")
@@ -488,3 +561,43 @@ def test_a_damaged_parent_does_not_stop_the_next_commit(
     assert damaged.hex in caplog.text
     _assert_epoch(repo, "main", 2)
     assert [p.object_id for p in repo.fsck().problems] == [damaged.hex]
+
+
+def _write_format_2(path: Path) -> list[Epoch]:
+    # what format 2 wrote: XOR deltas, here in chains of up to 4
+    repo = Repo.init(path, durable=False)
+    try:
+        repo._use_format(2)
+        repo.storage = replace(repo.storage, max_delta_depth=4)
+        epochs = _commit(repo, range(3))
+    finally:
+        repo.close()
+    config = path / ".mvc" / "config.json"
+    values = json.loads(config.read_text())
+    values["version"] = 2
+    config.write_text(json.dumps(values))
+    return epochs
+
+
+def test_a_format_2_repository_keeps_xor_deltas_until_upgraded(tmp_path: Path) -> None:
+    epochs = _write_format_2(tmp_path)
+
+    with Repo.open(tmp_path, durable=False) as repo:
+        assert repo.format_version == 2
+        assert _encoding(repo, _blob(repo, epochs[2], "w")) == (ENCODING_DELTA, 2)
+        repo.storage = replace(repo.storage, max_delta_depth=4)
+        third = repo.session("main").commit(_weights(3), step=3)
+        assert _encoding(repo, _blob(repo, third, "w")) == (ENCODING_DELTA, 3)
+
+        repo.upgrade_format()
+        assert repo.format_version == FORMAT_VERSION
+        repo.storage = StorageOptions(max_delta_depth=8)
+        # a difference on top of a chain of XOR deltas: one chain, both kinds
+        fourth = repo.session("main").commit(_weights(4), step=4)
+        assert _encoding(repo, _blob(repo, fourth, "w")) == (ENCODING_DIFF, 4)
+        for number in range(5):
+            _assert_epoch(repo, f"main#{number + 1}", number)
+        assert_clean(repo)
+    with Repo.open(tmp_path, durable=False) as reopened:
+        assert reopened.format_version == FORMAT_VERSION
+        _assert_epoch(reopened, "main", 4)
