@@ -44,6 +44,7 @@ import numpy as np
 import safetensors
 import safetensors.torch
 import torch
+import torch.nn.utils.prune
 import zstandard
 
 import mvcstore
@@ -59,6 +60,9 @@ MiB = 1 << 20
 GiB = 1 << 30
 CHECKOUT_EPOCHS = (4, 9)
 BASELINE = "torch.save"
+SECOND_BASELINE = "DVC"
+MASK_AMOUNT = 0.3
+MASK_EPOCHS = 3
 SESSION = "bench"
 
 State = dict[str, torch.Tensor]
@@ -801,10 +805,14 @@ def compression_ratios(epoch0: State, epoch1: State) -> dict[str, float]:
     xor = np.bitwise_xor(
         np.frombuffer(first, dtype=np.uint8), np.frombuffer(second, dtype=np.uint8)
     ).tobytes()
+    # the difference of the bit patterns as integers, zigzag-mapped (encoding 6)
+    diff = np.frombuffer(second, dtype=np.int32) - np.frombuffer(first, dtype=np.int32)
+    zigzag = ((diff << 1) ^ (diff >> 31)).astype(np.int32).tobytes()
     return {
         "zstd1_ratio": ratio(first),
         "zstd1_planes_ratio": ratio(byte_planes(first)),
         "zstd1_xor_planes_ratio": ratio(byte_planes(xor)),
+        "zstd1_diff_planes_ratio": ratio(byte_planes(zigzag)),
     }
 
 
@@ -861,6 +869,68 @@ def profile_mvcstore(states: list[State], array_type: str, work_dir: Path) -> st
     return out.getvalue()
 
 
+# -- pruning masks ---------------------------------------------------------
+
+
+def masked_states(states: list[State]) -> list[State]:
+    """Return the states with pruning masks on every convolution.
+
+    The masks come from ``torch.nn.utils.prune.l1_unstructured`` on the
+    model loaded with the first state; each state is then the model's state
+    dict (``weight_orig`` and ``weight_mask`` in place of ``weight``) with
+    the epoch's weights under ``weight_orig``.
+    """
+    model = recipe_model.build_model()
+    model.load_state_dict(states[0])
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        torch.nn.utils.prune.l1_unstructured(conv, "weight", amount=MASK_AMOUNT)
+    out = []
+    for state in states:
+        masked = {
+            name: tensor.detach().clone() for name, tensor in model.state_dict().items()
+        }
+        for name, tensor in state.items():
+            target = name[: -len(".weight")] + ".weight_orig"
+            if target in masked:
+                masked[target] = tensor
+            else:
+                masked[name] = tensor
+        out.append(masked)
+    return out
+
+
+def mask_overhead(states: list[State], work_dir: Path) -> dict[str, Any]:
+    """Commit the states as they are and with masks; compare stored bytes."""
+    sizes: dict[str, list[int]] = {}
+    for label, series in (("plain", states), ("masked", masked_states(states))):
+        folder = Path(tempfile.mkdtemp(prefix=f"masks-{label}-", dir=work_dir))
+        try:
+            repo = mvcstore.Repo.init(folder)
+            session = repo.session(SESSION)
+            before = folder_usage(folder / ".mvc" / "objects")["bytes"]
+            sizes[label] = []
+            for state in series:
+                session.commit(dict(state))
+                after = folder_usage(folder / ".mvc" / "objects")["bytes"]
+                sizes[label].append(after - before)
+                before = after
+            repo.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "amount": MASK_AMOUNT,
+        "epochs": [
+            {"epoch": epoch, "plain": plain, "masked": masked}
+            for epoch, (plain, masked) in enumerate(
+                zip(sizes["plain"], sizes["masked"], strict=True)
+            )
+        ],
+        "plain": sum(sizes["plain"]),
+        "masked": sum(sizes["masked"]),
+    }
+
+
 # -- reporting -------------------------------------------------------------
 
 
@@ -883,30 +953,45 @@ FIGURES = (
 )
 
 
+def _ratio(
+    runs: list[dict[str, Any]], base: list[dict[str, Any]], key: str, sub: str | None
+) -> float:
+    # the median of the per-run ratios: run i of a tool against run i of the base
+    pairs = [
+        (r[key][sub] if sub else r[key], b[key][sub] if sub else b[key])
+        for r, b in zip(runs, base, strict=True)
+    ]
+    return statistics.median(v / w for v, w in pairs)
+
+
 def summarise(tool_runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Median of each figure over runs, and the median of per-run ratios."""
+    """Median of each figure over runs, and the median of per-run ratios.
+
+    Ratios are to ``torch.save`` (``ratio``) and, when it ran, to DVC
+    (``ratio_dvc``).
+    """
     summary: dict[str, Any] = {}
     base = tool_runs[BASELINE]
+    second = tool_runs.get(SECOND_BASELINE)
     for name, runs in tool_runs.items():
         median: dict[str, Any] = {}
         ratio: dict[str, Any] = {}
+        ratio_dvc: dict[str, Any] = {}
         for key, sub in FIGURES:
             label = f"{key}.{sub}" if sub else key
             median[label] = median_of(runs, key, sub)
             if key.endswith("rss_bytes"):
                 continue
-            pairs = [
-                (r[key][sub] if sub else r[key], b[key][sub] if sub else b[key])
-                for r, b in zip(runs, base, strict=True)
-            ]
-            ratio[label] = statistics.median(v / w for v, w in pairs)
+            ratio[label] = _ratio(runs, base, key, sub)
+            if second is not None:
+                ratio_dvc[label] = _ratio(runs, second, key, sub)
         median["epoch_s"] = median["save_s"] / len(runs[0]["epoch_s"])
         median["first_epoch_s"] = statistics.median(r["epoch_s"][0] for r in runs)
         median["later_epoch_s"] = statistics.median(
             statistics.median(r["epoch_s"][1:]) for r in runs
         )
         median["files"] = runs[0]["files"]
-        summary[name] = {"median": median, "ratio": ratio}
+        summary[name] = {"median": median, "ratio": ratio, "ratio_dvc": ratio_dvc}
     return summary
 
 
@@ -930,7 +1015,8 @@ def render(result: dict[str, Any]) -> str:
         f" Load average (1 min) {machine['load_average'][0]:.1f} at the start,"
         f" {result['load_average_end'][0]:.1f} at the end.",
         f"Median of {result['runs']} run(s); in brackets, the median of the"
-        f" per-run ratios to {BASELINE}. Raw = the 10 {BASELINE} files."
+        f" per-run ratios to {BASELINE} and, after the semicolon, to"
+        f" {SECOND_BASELINE} (when it ran). Raw = the 10 {BASELINE} files."
         " Per epoch: the mean, the first epoch, and the median of the 9 later"
         " ones. Back: open, read, and every page of every tensor in memory,"
         " from the page cache as the writes left it, then after dropping the"
@@ -964,19 +1050,35 @@ def render(result: dict[str, Any]) -> str:
         ]
         for name, summary in data["summary"].items():
             med, rat = summary["median"], summary["ratio"]
+            dvc = summary.get("ratio_dvc") or {}
 
-            def cell(label: str, med: Any = med, rat: Any = rat) -> str:
-                return f"{med[label]:.2f} s ({rat[label]:.2f}x)"
+            def cell(label: str, med: Any = med, rat: Any = rat, dvc: Any = dvc) -> str:
+                second = f"; {dvc[label]:.2f}x" if label in dvc else ""
+                return f"{med[label]:.2f} s ({rat[label]:.2f}x{second})"
 
+            stored_dvc = (
+                f"; {dvc['stored_bytes']:.2f}x" if "stored_bytes" in dvc else ""
+            )
             lines.append(
                 f"| {name} | {cell('save_s')} | {med['epoch_s']:.3f} s,"
                 f" {med['first_epoch_s']:.3f} s, {med['later_epoch_s']:.3f} s"
                 f" | {med['stored_bytes'] / raw:.2f}x"
-                f" ({_mb(med['stored_bytes'])}) | {med['files']}"
+                f" ({_mb(med['stored_bytes'])}{stored_dvc}) | {med['files']}"
                 f" | {cell('checkout_s.4')} | {cell('checkout_s.9')}"
                 f" | {cell('checkout_evicted_s.4')} | {cell('checkout_evicted_s.9')}"
                 f" | {_mb(med['save_rss_bytes'])} / {_mb(med['checkout_rss_bytes'])} |"
             )
+        state_bytes = data.get("state_bytes")
+        mvc = data["summary"].get("mvcstore")
+        if mvc and state_bytes and mvc["median"]["save_rss_bytes"] is not None:
+            peak = mvc["median"]["save_rss_bytes"]
+            lines += [
+                "",
+                f"mvcstore's peak memory while committing, above the level before:"
+                f" {_mb(peak)}, {peak / state_bytes:.2f}x the state of epoch 0"
+                f" ({_mb(state_bytes)}); most of it is the session's copy of the"
+                " delta bases (`StorageOptions.delta_cache_bytes`).",
+            ]
         stats = data["runs"].get("mvcstore", [{}])[0].get("store_stats")
         if stats:
             ratio = stats["ratios"]
@@ -989,6 +1091,30 @@ def render(result: dict[str, Any]) -> str:
                 f" {ratio['compression']:.2f}x on {_mb(stats['whole_bytes'])},"
                 f" frames by encoding {stats['encodings']}.",
             ]
+    masks = result.get("masks")
+    if masks:
+        lines += [
+            "",
+            "## Pruning masks",
+            "",
+            f"Epochs 0 to {MASK_EPOCHS - 1} of `full` into mvcstore, as they"
+            f" are and with `torch.nn.utils.prune.l1_unstructured` (amount"
+            f" {MASK_AMOUNT}) on every convolution: the state then holds"
+            " `weight_orig` and a 0/1 `weight_mask` for each (masks made at"
+            " epoch 0 and kept).",
+            "",
+            "| epoch | stored, unpruned | stored, with masks | added |",
+            "|---|---|---|---|",
+        ]
+        for row in masks["epochs"]:
+            lines.append(
+                f"| {row['epoch']} | {row['plain']:,} B | {row['masked']:,} B"
+                f" | {row['masked'] / row['plain'] - 1:+.1%} |"
+            )
+        lines.append(
+            f"| all | {masks['plain']:,} B | {masks['masked']:,} B"
+            f" | {masks['masked'] / masks['plain'] - 1:+.1%} |"
+        )
     limits = result["raw_limits"]["median"]
     ratios = result["raw_limits"]["compression"]
     lines += [
@@ -1004,9 +1130,10 @@ def render(result: dict[str, Any]) -> str:
         f" | {limits['zstd1_decompress_gbps']:.2f} GB/s |",
         "",
         f"zstd level 1 on the float32 weights of epoch 0: {ratios['zstd1_ratio']:.3f}x"
-        f" as is, {ratios['zstd1_planes_ratio']:.3f}x in byte planes; the XOR of"
-        f" epochs 0 and 1 of `full` in byte planes:"
-        f" {ratios['zstd1_xor_planes_ratio']:.3f}x.",
+        f" as is, {ratios['zstd1_planes_ratio']:.3f}x in byte planes; epochs 0"
+        f" and 1 of `full` in byte planes, as their XOR:"
+        f" {ratios['zstd1_xor_planes_ratio']:.3f}x, as the zigzag of their"
+        f" difference: {ratios.get('zstd1_diff_planes_ratio', float('nan')):.3f}x.",
         "",
     ]
     return "\n".join(lines)
@@ -1152,9 +1279,20 @@ def main(argv: list[str] | None = None) -> int:
             raw = tool_runs[BASELINE][0]["stored_bytes"]
             result["scenarios"][scenario] = {
                 "raw_bytes": raw,
+                "state_bytes": sum(
+                    t.numel() * t.element_size() for t in states[0].values()
+                ),
                 "runs": tool_runs,
                 "summary": summarise(tool_runs),
             }
+            del states
+
+        if "mvcstore" in [t.name for t in tools]:
+            log("measuring what pruning masks add to mvcstore's store")
+            states = [epoch0]
+            for epoch in range(MASK_EPOCHS - 1):
+                states.append(recipe_model.next_epoch(states[-1], epoch, "full"))
+            result["masks"] = mask_overhead(states, work_dir)
             del states
 
         result["raw_limits"] = {

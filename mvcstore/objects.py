@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeAlias, cast
 
+import msgpack
+
 from mvcstore.codec import ObjectId, Value, decode, encode, hash_object
 from mvcstore.errors import CorruptObjectError, InvalidInputError
 
@@ -378,6 +380,23 @@ def encode_object(obj: StoredObject) -> bytes:
     """
     if isinstance(obj, Blob):
         return obj.data
+    if (
+        isinstance(obj, Tensor)
+        and all(type(n) is int for n in obj.shape)
+        and obj.nbytes < 1 << 64
+    ):
+        # a commit writes one per tensor: its fields are already canonical, in
+        # key order, so msgpack takes them as they are
+        packed: bytes = msgpack.packb(
+            {
+                "data": obj.data.raw,
+                "dtype": obj.dtype,
+                "nbytes": obj.nbytes,
+                "shape": list(obj.shape),
+            },
+            use_bin_type=True,
+        )
+        return packed
     return encode(_to_value(obj))
 
 

@@ -16,14 +16,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
 
-from mvcstore.codec import FramePart, ObjectId, frame, join_parts, unframe
+from mvcstore.codec import (
+    FramePart,
+    ObjectId,
+    frame,
+    hash_object,
+    join_parts,
+    unframe,
+)
 from mvcstore.errors import CorruptObjectError
 from mvcstore.objects import (
     Epoch,
     StoredObject,
     decode_object,
     encode_object,
-    object_id,
 )
 
 __all__ = [
@@ -359,7 +365,7 @@ def put_object(
         The object's id.
     """
     payload = encode_object(obj)
-    oid = object_id(obj)
+    oid = hash_object(obj.kind, payload)
     # a batch has ``put`` and ``commit``; checked by attribute, which is cheaper
     # than a runtime protocol check for each of a commit's many small objects
     if hasattr(target, "commit") and hasattr(target, "put"):

@@ -602,7 +602,7 @@ def read_blobs(
         ObjectNotFoundError: If a blob or an object its frame needs is missing.
         CorruptObjectError: Naming the damaged object.
     """
-    tasks: list[Callable[[], object]] = []
+    tasks: list[tuple[int, Callable[[], object]]] = []
     wholes: list[tuple[ObjectId, Bytes]] = []
     for oid, out in jobs:
         head = read_frame_prefix(store, oid, FRAME_HEADER_SIZE)
@@ -619,12 +619,15 @@ def read_blobs(
             offset = 0
             for chunk, length in layout.chunks:
                 piece = out[offset : offset + length]
-                tasks.append(partial(decode_into, chunk, piece, store, chunk=True))
+                task = partial(decode_into, chunk, piece, store, chunk=True)
+                tasks.append((length, task))
                 offset += length
             wholes.append((oid, out))
         else:
-            tasks.append(partial(decode_into, oid, out, store))
-    list(pool.map(_run, tasks))
+            tasks.append((out.size, partial(decode_into, oid, out, store)))
+    # the largest first, so that both threads finish together
+    tasks.sort(key=lambda item: -item[0])
+    list(pool.map(_run, [task for _, task in tasks]))
     list(pool.map(_run, [partial(_check_whole, store, *item) for item in wholes]))
 
 
