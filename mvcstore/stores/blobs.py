@@ -656,6 +656,7 @@ class CachedTensor:
         chunks: The base's chunks' ids, lengths and depths, if it is chunked.
         stored: The stored size of the full frame at the bottom of its chain,
             if known.
+        current: The blob of the tensor itself in the epoch the cache is for.
     """
 
     dtype: str
@@ -665,6 +666,7 @@ class CachedTensor:
     depth: int | None
     chunks: tuple[tuple[ObjectId, int, int | None], ...] | None
     stored: int | None = None
+    current: ObjectId | None = None
 
 
 class DeltaCache:
@@ -784,7 +786,8 @@ def write_tensors(
         store: Where bases are read back from.
         options: How to encode.
         pool: The thread pool.
-        whole: Store every tensor whole (a new full copy), with no delta.
+        whole: Store every tensor whole (a new full copy), except those whose
+            parent's tensor is stored whole already (a delta against it then).
 
     Raises:
         BackendUnavailableError: If the batch cannot be written.
@@ -796,8 +799,10 @@ def write_tensors(
         key = (role, name)
         cached = cache.get(key) if cache is not None else None
         base: BaseData | None = None
-        deltas = options.max_delta_depth > 0 and options.encodings and not whole
+        near = False
+        deltas = options.max_delta_depth > 0 and options.encodings
         if deltas and data.size >= _SMALL:
+            # near: the base is the parent's own tensor, stored whole
             if cached is not None and (cached.dtype, cached.shape) == (
                 raw.dtype,
                 raw.shape,
@@ -809,8 +814,13 @@ def write_tensors(
                     chunks=cached.chunks,
                     stored=cached.stored,
                 )
+                near = cached.blob == cached.current and cached.depth == 0
             elif parent is not None:
                 base = _parent_base(parent, name, raw, store)
+                near = base is not None and base.depth == 0
+            # a new full copy, unless the parent's tensor is one already
+            if whole and not near:
+                base = None
         keep = cache.buffer_for(key, data.size) if cache is not None else None
         keep_blob = cached.blob if cached is not None and keep is cached.data else None
         jobs.append(BlobJob(data, dtype_size(raw.dtype), base, keep, keep_blob))
@@ -849,10 +859,11 @@ def _cache_entry(
             depth=following.depth,
             chunks=following.chunks,
             stored=following.stored,
+            current=result.blob,
         )
     cached = cache.get((role, name))
     if job.keep_blob is not None and cached is not None:
-        return cached
+        return replace(cached, current=result.blob)
     return CachedTensor(
         dtype=raw.dtype,
         shape=raw.shape,
@@ -860,4 +871,5 @@ def _cache_entry(
         data=keep,
         depth=None,
         chunks=None,
+        current=result.blob,
     )

@@ -601,3 +601,36 @@ def test_a_format_2_repository_keeps_xor_deltas_until_upgraded(tmp_path: Path) -
     with Repo.open(tmp_path, durable=False) as reopened:
         assert reopened.format_version == FORMAT_VERSION
         _assert_epoch(reopened, "main", 4)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "read-back"])
+def test_a_full_copy_epoch_keeps_deltas_against_a_parent_stored_whole(
+    repo: Repo, cache: bool
+) -> None:
+    repo.storage = StorageOptions(
+        full_every=2, delta_cache_bytes=1 << 20 if cache else 0
+    )
+    line = repo.session("main")
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal(SIZE).astype(np.float32)
+    pruned = big[: SIZE // 2].copy()  # a new shape: no base, stored whole
+    states = [
+        {"w": big, "v": big},
+        {"w": pruned, "v": big * np.float32(1.001)},
+        {"w": pruned * np.float32(1.001), "v": big * np.float32(1.002)},
+    ]
+    epochs = [line.commit(state) for state in states]
+
+    # epoch 3 is a full-copy epoch: "v" (a delta before) is stored whole, but
+    # "w" is a delta against epoch 2's, which is a full copy already
+    w = [_blob(repo, epoch, "w") for epoch in epochs]
+    v = [_blob(repo, epoch, "v") for epoch in epochs]
+    assert _encoding(repo, w[1])[0] == ENCODING_PLANES
+    assert _encoding(repo, w[2])[0] == ENCODING_DIFF and _base(repo, w[2]) == w[1]
+    assert _encoding(repo, v[1])[0] == ENCODING_DIFF
+    assert _encoding(repo, v[2])[0] == ENCODING_PLANES
+    for epoch, state in zip(epochs, states, strict=True):
+        assert epoch.id is not None
+        found = repo.checkout(epoch.id.hex).state
+        for name, array in state.items():
+            assert found[name].tobytes() == array.tobytes()
