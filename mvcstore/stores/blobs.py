@@ -710,11 +710,16 @@ class DeltaCache:
     def buffer_for(self, key: tuple[str, str], size: int) -> Bytes | None:
         """Return where to keep a new tensor's data, or None if over the limit.
 
-        The tensor's previous buffer is reused when it has the same size.
+        The tensor's previous buffer is reused when it has the same size, and
+        dropped when it has not.
         """
         current = self._entries.get(key)
-        if current is not None and current.data.size == size:
-            return current.data
+        if current is not None:
+            if current.data.size == size:
+                return current.data
+            # a new shape: the old bytes can serve as no base, free them first
+            del self._entries[key]
+            self._reserved -= current.data.size
         if self._reserved + size > self.limit:
             return None
         self._reserved += size
