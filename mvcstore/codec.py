@@ -480,6 +480,7 @@ def planes_frame(
     level: int = 1,
     min_saving: float = 0.97,
     into: Bytes | None = None,
+    pack: bool = True,
 ) -> list[FramePart]:
     """Return the parts of a byte-planes frame of blob data (encoding 2).
 
@@ -490,6 +491,7 @@ def planes_frame(
         min_saving: A plane is compressed only below this share of its size.
         into: A buffer of at least ``len(data)`` bytes for the planes, which
             the parts may then be views of; a new one when None.
+        pack: Sections may be packed (method 2, format 3).
 
     Raises:
         InvalidInputError: If ``width`` is not allowed or does not divide the
@@ -501,7 +503,7 @@ def planes_frame(
         bytes((width,)),
     ]
     for plane in split_planes(data, width, into=into):
-        _add_section(parts, plane, level, min_saving)
+        _add_section(parts, plane, level, min_saving, pack)
     return parts
 
 
@@ -515,6 +517,7 @@ def delta_frame(
     level: int = 1,
     min_saving: float = 0.97,
     into: Bytes | None = None,
+    pack: bool = True,
 ) -> list[FramePart]:
     """Return the parts of a delta frame (encoding 3): ``new`` XOR its base.
 
@@ -527,6 +530,7 @@ def delta_frame(
         level: The zstandard level for the planes.
         min_saving: A plane is compressed only below this share of its size.
         into: As for ``planes_frame``.
+        pack: As for ``planes_frame``.
 
     Raises:
         InvalidInputError: If the lengths differ, the width is not allowed or
@@ -539,7 +543,7 @@ def delta_frame(
         bytes((depth, width)),
     ]
     for plane in xor_planes(new, old, width, into=into):
-        _add_section(parts, plane, level, min_saving)
+        _add_section(parts, plane, level, min_saving, pack)
     return parts
 
 
@@ -553,6 +557,7 @@ def diff_frame(
     level: int = 1,
     min_saving: float = 0.97,
     into: Bytes | None = None,
+    pack: bool = True,
 ) -> list[FramePart]:
     """Return the parts of a difference frame (encoding 6) of ``new`` against ``old``.
 
@@ -567,7 +572,7 @@ def diff_frame(
         bytes((depth, width)),
     ]
     for plane in diff_planes(new, old, width, into=into):
-        _add_section(parts, plane, level, min_saving)
+        _add_section(parts, plane, level, min_saving, pack)
     return parts
 
 
@@ -582,7 +587,7 @@ def _check_delta(new: Bytes, old: Bytes, depth: int, width: int) -> None:
 
 
 def bits_frame(
-    data: Bytes, width: int, pattern: bytes, *, level: int = 1
+    data: Bytes, width: int, pattern: bytes, *, level: int = 1, pack: bool = True
 ) -> list[FramePart]:
     """Return the parts of a packed-bits frame (encoding 4).
 
@@ -591,6 +596,7 @@ def bits_frame(
         width: The element width (1, 2, 4 or 8).
         pattern: The ``width`` bytes of the one nonzero element.
         level: The zstandard level tried on the bitmap.
+        pack: As for ``planes_frame``.
 
     Raises:
         InvalidInputError: If the width is not allowed or the pattern has
@@ -603,7 +609,7 @@ def bits_frame(
         frame_header("blob", ENCODING_BITS, data.size),
         bytes((width,)) + pattern,
     ]
-    _add_section(parts, pack_bits(data, width, pattern), level, _MIN_SAVING)
+    _add_section(parts, pack_bits(data, width, pattern), level, _MIN_SAVING, pack)
     return parts
 
 
@@ -648,9 +654,11 @@ def _check_width(width: int, allowed: tuple[int, ...], size: int) -> None:
 
 
 def _add_section(
-    parts: list[FramePart], data: Bytes, level: int, min_saving: float
+    parts: list[FramePart], data: Bytes, level: int, min_saving: float, pack: bool
 ) -> None:
-    method, stored = compress_section(data, level=level, min_saving=min_saving)
+    method, stored = compress_section(
+        data, level=level, min_saving=min_saving, pack=pack
+    )
     size = stored.size if isinstance(stored, np.ndarray) else len(stored)
     parts.append(section_header(method, size))
     parts.append(stored)

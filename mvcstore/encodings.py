@@ -31,6 +31,9 @@ __all__ = [
     "BITS_WIDTHS",
     "SECTION_STORED",
     "SECTION_ZSTD",
+    "SECTION_PACKED",
+    "pack_small",
+    "unpack_small",
     "SECTION_HEADER_SIZE",
     "Section",
     "plane_width",
@@ -71,6 +74,11 @@ BITS_WIDTHS: Final = (1, 2, 4, 8)
 
 SECTION_STORED: Final = 0
 SECTION_ZSTD: Final = 1
+SECTION_PACKED: Final = 2
+"""Bytes all below 16, packed 8, 4 or 2 to a byte (1, 2 or 4 bits), then zstd."""
+_PACK_BITS: Final = (1, 2, 4)
+_PACK_BELOW: Final = 20
+"""Sections whose sample compresses less than this many times are packed."""
 _SECTION: Final = struct.Struct("<BQ")
 SECTION_HEADER_SIZE: Final = _SECTION.size
 
@@ -390,19 +398,84 @@ class Section:
     body: memoryview
 
 
+def pack_small(data: Bytes, bits: int) -> Bytes:
+    """Pack bytes below ``2**bits`` into ``8 // bits`` per byte.
+
+    Byte ``i`` goes to bits ``bits * (i % per)`` and up of packed byte
+    ``i // per`` (least significant first, ``per = 8 // bits``); the last
+    packed byte is padded with zeros.
+    """
+    if bits == 1:
+        packed: Bytes = np.packbits(data, bitorder="little")
+        return packed
+    per = 8 // bits
+    whole = data.size // per * per
+    out = np.empty(-(-data.size // per), dtype=np.uint8)
+    head = out[: whole // per]
+    np.copyto(head, data[0:whole:per])
+    shifted = np.empty(head.size, dtype=np.uint8)
+    for index in range(1, per):
+        np.left_shift(data[index:whole:per], bits * index, out=shifted)
+        np.bitwise_or(head, shifted, out=head)
+    if whole < data.size:
+        last = 0
+        for index, value in enumerate(data[whole:].tolist()):
+            last |= value << (bits * index)
+        out[-1] = last
+    return out
+
+
+def _spread_table() -> npt.NDArray[np.uint32]:
+    # a byte of four 2-bit values, spread to the four bytes of a word
+    byte = np.arange(256, dtype=np.uint32)
+    table = np.zeros(256, dtype=np.uint32)
+    for index in range(4):
+        table |= ((byte >> (2 * index)) & 3) << (8 * index)
+    return table
+
+
+_SPREAD_2: Final = _spread_table()
+
+
+def unpack_small(packed: Bytes, bits: int, out: Bytes) -> None:
+    """Undo ``pack_small`` into ``out``, whose length is the unpacked length."""
+    if bits == 1:
+        np.copyto(out, np.unpackbits(packed, bitorder="little", count=out.size))
+        return
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    whole = out.size // per * per
+    head = packed[: whole // per]
+    if bits == 2:
+        np.take(_SPREAD_2, head, out=out[:whole].view(np.uint32))
+    else:
+        words = out[:whole].view(np.uint16)
+        high = head.astype(np.uint16)
+        np.bitwise_and(high, 0xF, out=words)
+        np.right_shift(high, 4, out=high)
+        np.left_shift(high, 8, out=high)
+        np.bitwise_or(words, high, out=words)
+    if whole < out.size:
+        last = int(packed[-1])
+        for index in range(out.size - whole):
+            out[whole + index] = (last >> (bits * index)) & mask
+
+
 def compress_section(
-    data: Bytes, *, level: int = 1, min_saving: float = 0.97
+    data: Bytes, *, level: int = 1, min_saving: float = 0.97, pack: bool = True
 ) -> tuple[int, Bytes | bytes]:
     """Compress ``data`` with zstandard when that saves enough.
 
     Sections of 64 KiB or more are sampled first (three pieces of up to 32 KiB
     from the start, middle and end): when the sample does not compress, the
-    whole is stored without trying.
+    whole is stored without trying; when every byte is below 16, the bytes are
+    packed (``pack_small``) before zstandard.
 
     Args:
         data: The bytes.
         level: The zstandard level.
         min_saving: Keep the compressed form only below this share of the size.
+        pack: Small values may be packed (``SECTION_PACKED``, format 3).
 
     Returns:
         The method and the bytes to store.
@@ -418,6 +491,20 @@ def compress_section(
         )
         packed_sample = _compressor(level).compress(sample.data)
         if len(packed_sample) >= sample.size * min_saving:
+            return SECTION_STORED, data
+        # small values only, not mostly zeros (a high plane of a delta some
+        # epochs from its base): packed first, zstandard codes them tighter
+        # and two to four times faster; mostly zeros it codes fast as they are
+        top = 16
+        if pack and len(packed_sample) * _PACK_BELOW > sample.size:
+            top = int(data.max())
+        if top < 16:
+            bits = next(b for b in _PACK_BITS if top < 1 << b)
+            body = bytes((bits,)) + _compressor(level).compress(
+                pack_small(data, bits).data
+            )
+            if len(body) < size * min_saving:
+                return SECTION_PACKED, body
             return SECTION_STORED, data
     packed = _compressor(level).compress(data.data)
     if len(packed) < size * min_saving:
@@ -451,7 +538,7 @@ def read_sections(
             raise corrupt("a section header is cut short")
         method, stored = _SECTION.unpack_from(body, offset)
         offset += SECTION_HEADER_SIZE
-        if method not in (SECTION_STORED, SECTION_ZSTD):
+        if method not in (SECTION_STORED, SECTION_ZSTD, SECTION_PACKED):
             raise corrupt(f"unknown section method {method}")
         if stored > len(body) - offset:
             raise corrupt(f"a section claims {stored} bytes past the end of the frame")
@@ -475,8 +562,11 @@ def check_section_size(
                 f"a stored section is {len(section.body)} bytes, not {length}"
             )
         return
+    body = section.body
+    if section.method == SECTION_PACKED:
+        bits, body, length = _packed_parts(section, length, corrupt)
     try:
-        declared = zstandard.frame_content_size(section.body)
+        declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as exc:
         raise corrupt(f"bad zstandard frame ({exc})") from exc
     if declared != length:
@@ -502,8 +592,24 @@ def section_bytes(
             )
         return np.frombuffer(section.body, dtype=np.uint8)
     out = scratch("section", length)
+    if section.method == SECTION_PACKED:
+        bits, body, packed_length = _packed_parts(section, length, corrupt)
+        packed = scratch("packed", packed_length)
+        zstd_decompress_into(body, packed, corrupt)
+        unpack_small(packed, bits, out)
+        return out
     zstd_decompress_into(section.body, out, corrupt)
     return out
+
+
+def _packed_parts(
+    section: Section, length: int, corrupt: Callable[[str], CorruptObjectError]
+) -> tuple[int, memoryview, int]:
+    # a packed section: its bit width, its zstandard frame, the packed length
+    if len(section.body) < 1 or section.body[0] not in _PACK_BITS:
+        raise corrupt("a packed section has no valid bit width")
+    bits = section.body[0]
+    return bits, section.body[1:], -(-length // (8 // bits))
 
 
 def section_into(
@@ -512,10 +618,10 @@ def section_into(
     corrupt: Callable[[str], CorruptObjectError],
 ) -> None:
     """Decode a section into ``out``, whose length is the section's length."""
-    if section.method == SECTION_STORED:
-        np.copyto(out, section_bytes(section, out.size, corrupt))
-    else:
+    if section.method == SECTION_ZSTD:
         zstd_decompress_into(section.body, out, corrupt)
+    else:
+        np.copyto(out, section_bytes(section, out.size, corrupt))
 
 
 def xor_section_into(

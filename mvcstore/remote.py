@@ -40,8 +40,10 @@ from mvcstore.codec import (
     ObjectId,
     frame,
     frame_dependencies,
+    parse_frame,
     unframe,
 )
+from mvcstore.encodings import SECTION_PACKED
 from mvcstore.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -671,7 +673,8 @@ class _BlobCopier:
         if target_format < 2:
             self._kept = frozenset((ENCODING_RAW, ENCODING_ZSTD))
         elif target_format < 3:
-            # format 2 reads no difference frames, nor XOR deltas on top of one
+            # format 2 reads no difference frames, nor XOR deltas on top of
+            # one, nor packed sections
             self._kept = frozenset(ENCODINGS) - DELTA_ENCODINGS
         self._lock = threading.Lock()
         self._done: set[ObjectId] = set()
@@ -714,7 +717,13 @@ class _BlobCopier:
             raise CorruptObjectError(
                 oid.hex, f"expected a blob, found a {decoded.kind}", location=location
             )
-        if self._kept is not None and framed[_FRAME_ENCODING_BYTE] not in self._kept:
+        if self._kept is not None and (
+            framed[_FRAME_ENCODING_BYTE] not in self._kept
+            or any(
+                section.method == SECTION_PACKED
+                for section in parse_frame(framed, object_id=oid).sections
+            )
+        ):
             # an older destination gets a frame it reads; ids do not change
             return oid, frame("blob", decoded.payload), []
         deps = [dep for dep in frame_dependencies(framed) if not self._is_done(dep)]

@@ -114,8 +114,9 @@ class StorageOptions:
         min_saving: A plane or bitmap is compressed only when that brings it
             below this share of its size.
         encodings: False writes format 1 frames only (raw or zstandard).
-        difference: Deltas are integer differences (format 3); False writes
-            XOR deltas (format 2).
+        difference: Deltas are integer differences, and small values may be
+            packed (format 3); False writes XOR deltas and no packed section
+            (format 2).
     """
 
     chunk_size: int = 32 << 20
@@ -384,7 +385,10 @@ class _Writer:
         if width in BITS_WIDTHS:
             pattern = find_bit_pattern(data, width)
             if pattern is not None:
-                return bits_frame(data, width, pattern, level=options.level), 0, None
+                bits = bits_frame(
+                    data, width, pattern, level=options.level, pack=options.difference
+                )
+                return bits, 0, None
         delta = None
         if base is not None and options.max_delta_depth > 0:
             delta = self._delta(data, width, base)
@@ -405,6 +409,7 @@ class _Writer:
                 level=options.level,
                 min_saving=options.min_saving,
                 into=scratch("whole", size),
+                pack=options.difference,
             )
             if parts_size(whole) >= size:
                 whole = [frame("blob", data.data, level=0)]
@@ -453,6 +458,7 @@ class _Writer:
             level=self.options.level,
             min_saving=self.options.min_saving,
             into=scratch("delta", data.size),
+            pack=self.options.difference,
         )
         return parts, depth + 1, replace(base, data=old)
 

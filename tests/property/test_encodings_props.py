@@ -31,8 +31,19 @@ from mvcstore.codec import (
     planes_frame,
     unframe,
 )
-from mvcstore.encodings import as_bytes, find_bit_pattern, plane_width
-from mvcstore.errors import ObjectNotFoundError
+from mvcstore.encodings import (
+    SECTION_PACKED,
+    Section,
+    as_bytes,
+    check_section_size,
+    compress_section,
+    find_bit_pattern,
+    pack_small,
+    plane_width,
+    section_bytes,
+    unpack_small,
+)
+from mvcstore.errors import CorruptObjectError, ObjectNotFoundError
 from mvcstore.objects import DTYPES
 from mvcstore.stores.blobs import StorageOptions
 
@@ -239,3 +250,42 @@ def test_same_state_under_every_option_gives_one_state_id(tmp_path: Path) -> Non
             repo.storage = options
             ids.add(repo.write_state(_values(5)))
     assert len(ids) == 1
+
+
+@given(st.sampled_from([1, 2, 4]), st.data())
+def test_small_values_pack_and_unpack_bit_for_bit(
+    bits: int, data: st.DataObject
+) -> None:
+    values = data.draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=100))
+    array = np.array(values, dtype=np.uint8)
+
+    packed = pack_small(array, bits)
+    out = np.empty(array.size, dtype=np.uint8)
+    unpack_small(packed, bits, out)
+
+    assert packed.size == -(-array.size // (8 // bits))
+    assert out.tobytes() == array.tobytes()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 15), st.integers(1 << 16, 1 << 18), st.integers(0, 2**32 - 1))
+def test_a_plane_of_small_values_is_packed_and_reads_back(
+    top: int, size: int, seed: int
+) -> None:
+    # mostly zeros, some small values, as the high planes of a delta
+    rng = np.random.default_rng(seed)
+    plane = np.where(rng.random(size) < 0.8, 0, rng.integers(0, top + 1, size)).astype(
+        np.uint8
+    )
+
+    method, body = compress_section(plane, min_saving=0.9)
+
+    section = Section(method, memoryview(bytes(body)))
+    check_section_size(section, size, _corrupt)
+    assert section_bytes(section, size, _corrupt).tobytes() == plane.tobytes()
+    if top > 0:
+        assert method == SECTION_PACKED
+
+
+def _corrupt(reason: str) -> CorruptObjectError:
+    return CorruptObjectError(None, reason)

@@ -17,7 +17,15 @@ from support import (
 )
 
 from mvcstore import Repo
-from mvcstore.codec import ENCODING_RAW, ENCODING_ZSTD, ObjectId
+from mvcstore.codec import (
+    DELTA_ENCODINGS,
+    ENCODING_DIFF,
+    ENCODING_RAW,
+    ENCODING_ZSTD,
+    ObjectId,
+    parse_frame,
+)
+from mvcstore.encodings import SECTION_PACKED
 from mvcstore.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -384,6 +392,61 @@ def test_a_format_1_destination_gets_whole_frames(repo: Repo, tmp_path: Path) ->
         assert_clean(old)
         state = old.checkout(ids[-1].hex).state
         assert state["w"].tobytes() == repo.checkout(ids[-1].hex).state["w"].tobytes()
+
+
+def _drifting_history(repo: Repo, epochs: int = 5) -> list[ObjectId]:
+    # a large tensor a little further from epoch 1 each epoch: differences
+    # whose third byte plane holds small values, so packed sections
+    rng = np.random.default_rng(4)
+    weights = rng.standard_normal(1 << 18).astype(np.float32)
+    session = repo.session("d")
+    ids = []
+    for _ in range(epochs):
+        noise = rng.standard_normal(weights.size).astype(np.float32)
+        weights = (weights * (1 + np.float32(1e-3) * noise)).astype(np.float32)
+        epoch = session.commit({"w": weights})
+        assert epoch.id is not None
+        ids.append(epoch.id)
+    return ids
+
+
+def _methods_and_encodings(repo: Repo) -> tuple[set[int], set[int]]:
+    methods: set[int] = set()
+    encodings: set[int] = set()
+    for oid in repo.objects.iter_ids():
+        layout = parse_frame(repo.objects.get_framed(oid))
+        encodings.add(layout.encoding)
+        methods.update(section.method for section in layout.sections)
+    return methods, encodings
+
+
+def test_a_format_2_destination_gets_frames_it_reads(
+    repo: Repo, tmp_path: Path
+) -> None:
+    ids = _drifting_history(repo)
+    methods, encodings = _methods_and_encodings(repo)
+    assert SECTION_PACKED in methods and ENCODING_DIFF in encodings
+    target = tmp_path / "old"
+    Repo.init(target, durable=False).close()
+    config_path = target / ".mvc" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["version"] = 2
+    config_path.write_text(json.dumps(config))
+
+    with Repo.open(target, durable=False) as old:
+        push(repo, old, name="origin", session="d")
+
+        methods, encodings = _methods_and_encodings(old)
+        assert SECTION_PACKED not in methods
+        assert not encodings & DELTA_ENCODINGS
+        assert_clean(old)
+        for oid in ids:
+            want = repo.checkout(oid.hex).state["w"].tobytes()
+            assert old.checkout(oid.hex).state["w"].tobytes() == want
+        # and what it then writes itself is format 2 too
+        _drifting_history(old, epochs=3)
+        methods, encodings = _methods_and_encodings(old)
+        assert SECTION_PACKED not in methods and ENCODING_DIFF not in encodings
 
 
 @pytest.mark.damaged
