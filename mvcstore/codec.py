@@ -27,6 +27,7 @@ from mvcstore.encodings import (
     BITS_WIDTHS,
     DELTA_WIDTHS,
     PLANE_WIDTHS,
+    SECTION_PACKED,
     Bytes,
     Section,
     add_zigzag_into,
@@ -79,6 +80,8 @@ __all__ = [
     "frame",
     "planes_frame",
     "delta_frame",
+    "readable_in",
+    "chain_readable_in",
     "diff_frame",
     "bits_frame",
     "chunked_frame",
@@ -817,6 +820,51 @@ def _parse_chunked(
         body=body,
         chunks=tuple(chunks),
     )
+
+
+def readable_in(data: bytes | memoryview, format_version: int) -> bool:
+    """Return whether a repository of ``format_version`` reads this frame.
+
+    Format 1 reads raw and zstandard frames; format 2 also planes, XOR
+    deltas, bits and chunked frames, without packed sections; format 3 all.
+
+    Raises:
+        CorruptObjectError: If the frame does not parse.
+    """
+    if format_version >= 3:
+        return True
+    layout = parse_frame(data)
+    if format_version < 2:
+        return layout.encoding in (ENCODING_RAW, ENCODING_ZSTD)
+    if layout.encoding == ENCODING_DIFF:
+        return False
+    return all(section.method != SECTION_PACKED for section in layout.sections)
+
+
+def chain_readable_in(
+    data: bytes | memoryview, format_version: int, source: FrameSource
+) -> bool:
+    """Return whether ``format_version`` reads this frame and its delta chain.
+
+    A delta frame is readable only if every base down its chain is: an XOR
+    delta on a difference frame is not, in format 2. The bases are read from
+    ``source``.
+
+    Raises:
+        CorruptObjectError: If a frame does not parse.
+        ObjectNotFoundError: If a base is missing.
+    """
+    if format_version >= 3:
+        return True
+    current = data
+    for _ in range(MAX_DELTA_DEPTH + 1):
+        if not readable_in(current, format_version):
+            return False
+        layout = parse_frame(current)
+        if layout.encoding not in DELTA_ENCODINGS or layout.base is None:
+            return True
+        current = source.get_framed(layout.base)
+    return False
 
 
 def frame_dependencies(data: bytes | memoryview) -> list[ObjectId]:

@@ -2,12 +2,13 @@
 
 This layer owns the arithmetic that the frame encodings of ``codec`` apply to a
 blob's bytes before and after zstandard: splitting little-endian elements into
-byte planes and joining them back, the XOR of two equally long byte strings
-(kept in planes, so the XOR of a whole chain can be summed up before one join),
-packing tensors whose elements are all zero or one single bit pattern into one
-bit each, and the sections (stored or zstandard) those bytes are kept in. It
-knows nothing of ids, kinds, objects or stores; ``docs/format.md`` section 5
-gives every byte.
+byte planes and joining them back, the XOR of two equally long byte strings,
+the zigzag-mapped integer difference of two and its inverse, packing tensors
+whose elements are all zero or one single bit pattern into one bit each,
+packing bytes below 16 into 1, 2 or 4 bits, the sections (stored, zstandard
+or packed) those bytes are kept in, and the per-thread buffers they are made
+in. It knows nothing of ids, kinds, objects or stores; ``docs/format.md``
+section 5 gives every byte.
 """
 
 from __future__ import annotations
@@ -390,8 +391,9 @@ class Section:
     """One stored run of bytes inside a frame body.
 
     Attributes:
-        method: ``SECTION_STORED`` or ``SECTION_ZSTD``.
-        body: The stored bytes (the bytes themselves, or one zstandard frame).
+        method: ``SECTION_STORED``, ``SECTION_ZSTD`` or ``SECTION_PACKED``.
+        body: The stored bytes (the bytes themselves, one zstandard frame, or
+            a bit width and one zstandard frame of the packed bytes).
     """
 
     method: int

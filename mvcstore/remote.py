@@ -33,17 +33,12 @@ from pathlib import Path
 from typing import Final
 
 from mvcstore.codec import (
-    DELTA_ENCODINGS,
-    ENCODING_RAW,
-    ENCODING_ZSTD,
-    ENCODINGS,
     ObjectId,
+    chain_readable_in,
     frame,
     frame_dependencies,
-    parse_frame,
     unframe,
 )
-from mvcstore.encodings import SECTION_PACKED
 from mvcstore.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -120,8 +115,6 @@ DEFAULT_BATCH_BYTES: Final = 256 << 20
 _DOC_BATCH: Final = 5000
 _BLOB_ROUND: Final = 64
 _WORKERS: Final = 8
-_FRAME_ENCODING_BYTE: Final = 6
-"""Offset of the encoding code in a frame header (magic, version, kind, encoding)."""
 
 _SCHEME_PARTS: Final[dict[str, str]] = {
     "gs": "objects",
@@ -669,13 +662,7 @@ class _BlobCopier:
         self._writer = writer
         self._progress = progress
         # what the destination's format cannot read is stored whole there
-        self._kept: frozenset[int] | None = None
-        if target_format < 2:
-            self._kept = frozenset((ENCODING_RAW, ENCODING_ZSTD))
-        elif target_format < 3:
-            # format 2 reads no difference frames, nor XOR deltas on top of
-            # one, nor packed sections
-            self._kept = frozenset(ENCODINGS) - DELTA_ENCODINGS
+        self._format = target_format
         self._lock = threading.Lock()
         self._done: set[ObjectId] = set()
 
@@ -717,13 +704,7 @@ class _BlobCopier:
             raise CorruptObjectError(
                 oid.hex, f"expected a blob, found a {decoded.kind}", location=location
             )
-        if self._kept is not None and (
-            framed[_FRAME_ENCODING_BYTE] not in self._kept
-            or any(
-                section.method == SECTION_PACKED
-                for section in parse_frame(framed, object_id=oid).sections
-            )
-        ):
+        if not chain_readable_in(framed, self._format, self._source):
             # an older destination gets a frame it reads; ids do not change
             return oid, frame("blob", decoded.payload), []
         deps = [dep for dep in frame_dependencies(framed) if not self._is_done(dep)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from mvcstore.codec import ObjectId, unframe
+from mvcstore.codec import ObjectId, chain_readable_in, frame, unframe
 from mvcstore.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -139,12 +139,15 @@ def _fetch(repo: Repo, other: Repo, oid: ObjectId) -> str | None:
         framed = other.objects.get_framed(oid)
         # a delta's base or a chunked frame's chunks come from the source too;
         # fsck asks for them in the next round if this repository lacks them
-        unframe(
+        decoded = unframe(
             framed,
             object_id=oid,
             location=other.objects.describe(oid),
             source=other.objects,
         )
+        if not chain_readable_in(framed, repo.format_version, other.objects):
+            # an older repository gets a frame it reads; the id is the same
+            framed = frame(decoded.kind, decoded.payload)
     except ObjectNotFoundError:
         return f"the source {other.path} does not hold it"
     except CorruptObjectError as exc:

@@ -426,15 +426,25 @@ class Repo:
         return repo
 
     def _use_format(self, version: int) -> None:
-        # format 1 knows raw and zstandard frames in loose files only; format 2
-        # knows XOR deltas but not differences
+        # format 1 knows raw and zstandard frames in loose files only
         self.format_version = version
-        if version < 3:
-            self.storage = replace(self.storage, difference=False)
-        if version < 2:
-            self.storage = replace(self.storage, encodings=False, max_delta_depth=0)
-            if isinstance(self.objects, LocalObjectStore):
-                self.objects.use_packs = False
+        if version < 2 and isinstance(self.objects, LocalObjectStore):
+            self.objects.use_packs = False
+
+    def storage_options(self) -> StorageOptions:
+        """Return ``storage`` as this repository's format allows it written.
+
+        Format 2 knows XOR deltas but not differences or packed sections;
+        format 1 knows raw and zstandard frames only. Whatever ``storage`` is
+        set to, an older repository stays readable by the mvcstore that
+        wrote it.
+        """
+        options = self.storage
+        if self.format_version < 3:
+            options = replace(options, difference=False)
+        if self.format_version < 2:
+            options = replace(options, encodings=False, max_delta_depth=0)
+        return options
 
     def upgrade_format(self) -> None:
         """Move a repository to the current format; nothing stored is rewritten.
@@ -467,7 +477,6 @@ class Repo:
                 hint="check the permissions of the repository folder",
             ) from exc
         self.format_version = FORMAT_VERSION
-        self.storage = StorageOptions()
         if isinstance(self.objects, LocalObjectStore):
             self.objects.use_packs = True
         logger.info("upgraded repository %s to format %d", self.path, FORMAT_VERSION)
@@ -696,6 +705,7 @@ class Repo:
             (_check_tensor_name(name), to_raw(value)) for name, value in tensors.items()
         ]
         target = batch if batch is not None else open_batch(self.objects)
+        options = self.storage_options()
         records = write_tensors(
             items,
             role=role,
@@ -703,10 +713,9 @@ class Repo:
             cache=cache,
             batch=target,
             store=self.objects,
-            options=self.storage,
+            options=options,
             pool=self._pool,
-            whole=self.storage.full_every > 0
-            and (number - 1) % self.storage.full_every == 0,
+            whole=options.full_every > 0 and (number - 1) % options.full_every == 0,
         )
         # small objects, mostly Python work: threads would only take turns
         ids = [put_object(target, record, level=0) for record in records]
@@ -1499,7 +1508,7 @@ class Session:
         self._open: OpenEpoch | None = None
         self._last_step: int | None = None
         self._params: dict[str, Value] = {}
-        storage = repo.storage
+        storage = repo.storage_options()
         limit = storage.delta_cache_bytes
         deltas = storage.encodings and storage.max_delta_depth > 0
         self._cache: DeltaCache | None = (

@@ -1,17 +1,18 @@
 """Tensor data through an object store: encodings, chunks, delta bases, checks.
 
 This layer decides how each blob of tensor data is stored (``StorageOptions``):
-as packed bits when every element is zero or one bit pattern, as the XOR
-against the same tensor of the parent epoch when a base is given and its delta
-chain is not too deep, otherwise in byte planes (or zstandard for 1-byte
-elements), raw wherever compression does not pay, and in chunks of
-``chunk_size`` bytes when larger. The work of a whole state is split into jobs
-(a blob, or one chunk of a large one) run on a thread pool: BLAKE3, zstandard
-and NumPy release the GIL. Reading decodes every blob straight into the
-destination buffer the caller allocated, in parallel, and verifies every id.
-Memory beyond the state itself is a few buffers of at most one chunk per
-worker. The ids never depend on any of this; ``docs/format.md`` gives the
-frames.
+as packed bits when every element is zero or one bit pattern, as a delta (the
+zigzag of the integer difference; XOR in a format 2 repository) against the
+same tensor of the parent epoch or, by default, against that tensor's last
+full copy, otherwise in byte planes (or zstandard for 1-byte elements), raw
+wherever compression does not pay, and in chunks of ``chunk_size`` bytes when
+larger. The work of a whole state is split into jobs (a blob, or one chunk of
+a large one) run on a thread pool, largest first: BLAKE3, zstandard and NumPy
+release the GIL. Reading decodes every blob straight into the destination
+buffer the caller allocated, in parallel, and verifies every id. Memory
+beyond the state itself is the session's copy of the delta bases
+(``DeltaCache``) and a few per-thread buffers of at most one chunk. The ids
+never depend on any of this; ``docs/format.md`` gives the frames.
 """
 
 from __future__ import annotations
@@ -104,15 +105,16 @@ class StorageOptions:
             blob. A new full copy is made when a delta grows to 0.8 of the
             full copy it is against, and in every ``full_every``-th epoch.
         full_every: Epochs 1, 1 + n, 1 + 2n... of a line (by their number)
-            store every tensor whole, so a tensor is never more than ``n - 1``
-            epochs from its full copy (0: only by size). The further an epoch
-            is from its full copy, the larger and slower to make its delta.
+            store every tensor whole, except those whose parent's tensor is
+            stored whole already (0: full copies only by size). The further
+            an epoch is from its full copy, the larger and slower to make its
+            delta.
         delta_cache_bytes: Tensor bytes a session keeps between commits to
             use as delta bases without reading them back (0: none). The cache
             costs this much memory at most: a copy of each cached tensor.
         level: The zstandard level for tensor data.
-        min_saving: A plane or bitmap is compressed only when that brings it
-            below this share of its size.
+        min_saving: A plane is compressed only when that brings it below this
+            share of its size (bitmaps: 0.97).
         encodings: False writes format 1 frames only (raw or zstandard).
         difference: Deltas are integer differences, and small values may be
             packed (format 3); False writes XOR deltas and no packed section
@@ -431,11 +433,17 @@ class _Writer:
                 return None
         old = base.data
         try:
-            # a base at the deepest level lends its own base instead
-            while depth >= limit:
-                below = _base_of(store, base.blob)
-                if below is None:
+            # a base at the deepest level lends its own base instead, and so
+            # does a delta of another width (a blob shared by two dtypes):
+            # a chain keeps one width
+            while depth > 0:
+                head = read_frame_prefix(store, base.blob, DEPENDENCY_PREFIX + 2)
+                if len(head) < DEPENDENCY_PREFIX + 2 or head[6] not in DELTA_ENCODINGS:
                     return None
+                depth = head[DEPENDENCY_PREFIX]
+                if depth < limit and head[DEPENDENCY_PREFIX + 1] == width:
+                    break
+                below = ObjectId(bytes(head[FRAME_HEADER_SIZE:DEPENDENCY_PREFIX]))
                 depth -= 1
                 base = BaseData(below, depth=depth, stored=base.stored)
                 old = None
@@ -554,13 +562,6 @@ class _ChunkPlan:
             stored + len(table),
             BaseData(self.oid, chunks=tuple(bases)),
         )
-
-
-def _base_of(store: ObjectStore, oid: ObjectId) -> ObjectId | None:
-    head = read_frame_prefix(store, oid, DEPENDENCY_PREFIX)
-    if len(head) < DEPENDENCY_PREFIX or head[6] not in DELTA_ENCODINGS:
-        return None
-    return ObjectId(bytes(head[FRAME_HEADER_SIZE:DEPENDENCY_PREFIX]))
 
 
 def _depth_of(store: ObjectStore, oid: ObjectId) -> int | None:

@@ -29,6 +29,7 @@ from mvcstore.codec import (
     ENCODING_ZSTD,
     ObjectId,
     parse_frame,
+    readable_in,
 )
 from mvcstore.errors import (
     BackendUnavailableError,
@@ -634,3 +635,45 @@ def test_a_full_copy_epoch_keeps_deltas_against_a_parent_stored_whole(
         found = repo.checkout(epoch.id.hex).state
         for name, array in state.items():
             assert found[name].tobytes() == array.tobytes()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_options_set_on_an_older_repository_keep_its_format(
+    tmp_path: Path, version: int
+) -> None:
+    repo = Repo.init(tmp_path, durable=False)
+    repo._use_format(version)
+    repo.storage = StorageOptions(max_delta_depth=4, delta_cache_bytes=0)
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(1 << 16).astype(np.float32)
+    line = repo.session("main")
+    for _ in range(4):
+        w = (w * np.float32(1.0005)).astype(np.float32)
+        line.commit({"w": w})
+
+    for oid in repo.objects.iter_ids():
+        framed = repo.objects.get_framed(oid)
+        assert readable_in(framed, version), parse_frame(framed).encoding
+    assert_clean(repo)
+    repo.close()
+
+
+def test_a_blob_shared_by_two_dtypes_keeps_each_chain_to_one_width(
+    repo: Repo,
+) -> None:
+    # the same bytes as float32 and as float16: one blob, stored once with one
+    # width; the float16 tensor's chain must not grow on it with another
+    repo.storage = StorageOptions(max_delta_depth=3, delta_cache_bytes=0)
+    rng = np.random.default_rng(6)
+    raw = rng.standard_normal(1024).astype(np.float32)
+    line = repo.session("main")
+    states = []
+    for _ in range(5):
+        raw = (raw * np.float32(1.0001)).astype(np.float32)
+        states.append({"a": raw.copy(), "b": raw.view(np.float16).copy()})
+        line.commit(states[-1])
+    for number, state in enumerate(states, start=1):
+        found = repo.checkout(f"main#{number}").state
+        for name, array in state.items():
+            assert found[name].tobytes() == array.tobytes(), (number, name)
+    assert_clean(repo)
