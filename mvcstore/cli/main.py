@@ -85,6 +85,7 @@ for _command in (
     sessions.tag,
     metrics_cmds.metrics,
     repo_cmds.fsck,
+    repo_cmds.upgrade,
     dashboard_cmds.compare_cmd,
     dashboard_cmds.best,
     dashboard_cmds.plot,

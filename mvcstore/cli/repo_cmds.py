@@ -11,10 +11,10 @@ from mvcstore.cli.common import echo_json, json_option, open_repo
 from mvcstore.errors import InvalidInputError, InvalidNameError, MvcError
 from mvcstore.remote import check_remote_name, list_remotes
 from mvcstore.repair import repair as repair_from
-from mvcstore.repo import REPO_DIR, FsckReport, Repo
+from mvcstore.repo import FORMAT_VERSION, REPO_DIR, FsckReport, Repo
 from mvcstore.stores.registry import LOCAL, redact_uri
 
-__all__ = ["init", "fsck"]
+__all__ = ["init", "fsck", "upgrade"]
 
 
 @click.command()
@@ -116,6 +116,24 @@ def fsck(repair: bool, source: str | None, as_json: bool) -> None:
             hint="restore the named objects from another copy of the repository"
             " with 'mvc fsck --repair --from PATH'",
         )
+
+
+@click.command()
+def upgrade() -> None:
+    """Move the repository to the current format; nothing stored is rewritten.
+
+    An older repository is read as it is and written in its own format, so
+    that the mvcstore which wrote it can still read it. After this, commits
+    use the current encodings (smaller, faster deltas) and that older
+    mvcstore refuses the repository.
+    """
+    repo = open_repo()
+    before = repo.format_version
+    if before == FORMAT_VERSION:
+        click.echo(f"repository format {before} is current: nothing to do")
+        return
+    repo.upgrade_format()
+    click.echo(f"repository format {before} -> {repo.format_version}")
 
 
 def _repair_source(repo: Repo, source: str) -> str:

@@ -39,7 +39,7 @@ def _documented(section: str, flag: str) -> bool:
 
 def test_cli_exposes_the_documented_command_set():
     expected = {"init", "commit", "log", "show", "checkout", "branch", "tag"}
-    expected |= {"metrics", "fsck", "reflog", "diff", "import"}
+    expected |= {"metrics", "fsck", "upgrade", "reflog", "diff", "import"}
     expected |= {"compare", "best", "plot", "ui"}
     expected |= {"stats"}
     expected |= {"gc", "retain"}
