@@ -720,17 +720,43 @@ class DeltaCache:
         The tensor's previous buffer is reused when it has the same size, and
         dropped when it has not.
         """
-        current = self._entries.get(key)
-        if current is not None:
-            if current.data.size == size:
-                return current.data
-            # a new shape: the old bytes can serve as no base, free them first
-            del self._entries[key]
-            self._reserved -= current.data.size
-        if self._reserved + size > self.limit:
-            return None
-        self._reserved += size
-        return np.empty(size, dtype=np.uint8)
+        return self.buffers_for([(key, size)])[0]
+
+    def buffers_for(
+        self, wanted: Sequence[tuple[tuple[str, str], int]]
+    ) -> list[Bytes | None]:
+        """Return where to keep each of a commit's tensors (None: over the limit).
+
+        Same-size buffers are reused. On a first fill (no buffer to reuse)
+        they are cut from one allocation, which the kernel can back with huge
+        pages: a fresh buffer per tensor costs a page fault per 4 KiB.
+        """
+        out: list[Bytes | None] = []
+        fresh: list[tuple[int, int]] = []
+        for key, size in wanted:
+            current = self._entries.get(key)
+            if current is not None:
+                if current.data.size == size:
+                    out.append(current.data)
+                    continue
+                # a new shape: the old bytes can serve as no base, free them first
+                del self._entries[key]
+                self._reserved -= current.data.size
+            out.append(None)
+            if self._reserved + size <= self.limit:
+                self._reserved += size
+                fresh.append((len(out) - 1, size))
+        if fresh and len(fresh) == len(wanted):
+            # a first fill: one allocation, freed only when every part is
+            arena = np.empty(sum(_aligned(size) for _, size in fresh), dtype=np.uint8)
+            offset = 0
+            for index, size in fresh:
+                out[index] = arena[offset : offset + size]
+                offset += _aligned(size)
+        else:
+            for index, size in fresh:
+                out[index] = np.empty(size, dtype=np.uint8)
+        return out
 
     def stage(self, key: tuple[str, str], entry: CachedTensor) -> None:
         """Record what the commit in progress keeps under ``key``."""
@@ -750,6 +776,11 @@ class DeltaCache:
         self._reserved = 0
         self.epoch = None
         self._valid = False
+
+
+def _aligned(size: int) -> int:
+    # each buffer starts on a 64-byte boundary, as a fresh allocation would
+    return -(-size // 64) * 64
 
 
 def _parent_base(
@@ -806,8 +837,18 @@ def write_tensors(
         CorruptObjectError: If a base read back does not verify.
     """
     jobs: list[BlobJob] = []
-    for name, raw in items:
-        data = as_bytes(raw.data)
+    datas = [as_bytes(raw.data) for _, raw in items]
+    keeps: list[Bytes | None] = (
+        cache.buffers_for(
+            [
+                ((role, name), data.size)
+                for (name, _), data in zip(items, datas, strict=True)
+            ]
+        )
+        if cache is not None
+        else [None] * len(items)
+    )
+    for (name, raw), data, keep in zip(items, datas, keeps, strict=True):
         key = (role, name)
         cached = cache.get(key) if cache is not None else None
         base: BaseData | None = None
@@ -833,7 +874,6 @@ def write_tensors(
             # a new full copy, unless the parent's tensor is one already
             if whole and not near:
                 base = None
-        keep = cache.buffer_for(key, data.size) if cache is not None else None
         keep_blob = cached.blob if cached is not None and keep is cached.data else None
         jobs.append(BlobJob(data, dtype_size(raw.dtype), base, keep, keep_blob))
 
