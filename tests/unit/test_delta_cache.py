@@ -1,0 +1,56 @@
+"""The session's delta cache: where each tensor's next base is kept."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mvcstore.codec import ObjectId
+from mvcstore.stores.blobs import CachedTensor, DeltaCache
+
+
+def _entry(data: np.ndarray) -> CachedTensor:
+    return CachedTensor(
+        dtype="U8",
+        shape=(data.size,),
+        blob=ObjectId(bytes(32)),
+        data=data,
+        depth=0,
+        chunks=None,
+    )
+
+
+def test_a_first_fill_is_one_allocation_cut_at_64_byte_boundaries() -> None:
+    cache = DeltaCache(1 << 20)
+
+    buffers = cache.buffers_for([(("", "a"), 100), (("", "b"), 64), (("", "c"), 1)])
+
+    assert [b.size for b in buffers if b is not None] == [100, 64, 1]
+    bases = {b.base is not None and id(b.base) for b in buffers if b is not None}
+    assert len(bases) == 1  # views of one array
+    starts = [b.ctypes.data for b in buffers if b is not None]
+    assert starts[1] - starts[0] == 128 and starts[2] - starts[1] == 64
+
+
+def test_later_fills_reuse_same_sizes_and_replace_new_shapes() -> None:
+    cache = DeltaCache(1 << 20)
+    cache.begin(None)
+    first = cache.buffers_for([(("", "a"), 100), (("", "b"), 64)])
+    for name, buffer in zip("ab", first, strict=True):
+        assert buffer is not None
+        cache.stage(("", name), _entry(buffer))
+    cache.publish(_entry(first[0]).blob)  # any id will do here
+
+    second = cache.buffers_for([(("", "a"), 100), (("", "b"), 32)])
+
+    assert second[0] is first[0]
+    assert second[1] is not None and second[1].size == 32
+    assert cache.get(("", "b")) is None  # the old shape's buffer is dropped
+
+
+def test_tensors_beyond_the_limit_get_no_buffer() -> None:
+    cache = DeltaCache(150)
+
+    buffers = cache.buffers_for([(("", "a"), 100), (("", "b"), 100), (("", "c"), 50)])
+
+    assert buffers[0] is not None and buffers[1] is None
+    assert buffers[2] is not None and buffers[2].size == 50
