@@ -539,15 +539,10 @@ def delta_frame(
         InvalidInputError: If the lengths differ, the width is not allowed or
             the depth is outside 1 to 255.
     """
-    _check_delta(new, old, depth, width)
-    parts: list[FramePart] = [
-        frame_header("blob", ENCODING_DELTA, new.size),
-        base.raw,
-        bytes((depth, width)),
-    ]
-    for plane in xor_planes(new, old, width, into=into):
-        _add_section(parts, plane, level, min_saving, pack)
-    return parts
+    planes = _delta_planes(new, old, depth, width, xor_planes, into)
+    return _delta_parts(
+        ENCODING_DELTA, planes, new.size, base, depth, width, level, min_saving, pack
+    )
 
 
 def diff_frame(
@@ -568,18 +563,20 @@ def diff_frame(
     zigzag-mapped and split into byte planes (``encodings.diff_planes``).
     Arguments and errors are those of ``delta_frame``.
     """
-    _check_delta(new, old, depth, width)
-    parts: list[FramePart] = [
-        frame_header("blob", ENCODING_DIFF, new.size),
-        base.raw,
-        bytes((depth, width)),
-    ]
-    for plane in diff_planes(new, old, width, into=into):
-        _add_section(parts, plane, level, min_saving, pack)
-    return parts
+    planes = _delta_planes(new, old, depth, width, diff_planes, into)
+    return _delta_parts(
+        ENCODING_DIFF, planes, new.size, base, depth, width, level, min_saving, pack
+    )
 
 
-def _check_delta(new: Bytes, old: Bytes, depth: int, width: int) -> None:
+def _delta_planes(
+    new: Bytes,
+    old: Bytes,
+    depth: int,
+    width: int,
+    transform: Callable[..., list[Bytes]],
+    into: Bytes | None,
+) -> list[Bytes]:
     if new.size != old.size:
         raise InvalidInputError(
             f"a delta needs a base of {new.size} bytes, got {old.size}"
@@ -587,6 +584,28 @@ def _check_delta(new: Bytes, old: Bytes, depth: int, width: int) -> None:
     if not 1 <= depth <= MAX_DELTA_DEPTH:
         raise InvalidInputError(f"delta depth {depth} is outside 1 to 255")
     _check_width(width, DELTA_WIDTHS, new.size)
+    return transform(new, old, width, into=into)
+
+
+def _delta_parts(
+    encoding: int,
+    planes: list[Bytes],
+    size: int,
+    base: ObjectId,
+    depth: int,
+    width: int,
+    level: int,
+    min_saving: float,
+    pack: bool,
+) -> list[FramePart]:
+    parts: list[FramePart] = [
+        frame_header("blob", encoding, size),
+        base.raw,
+        bytes((depth, width)),
+    ]
+    for plane in planes:
+        _add_section(parts, plane, level, min_saving, pack)
+    return parts
 
 
 def bits_frame(
