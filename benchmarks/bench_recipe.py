@@ -296,10 +296,7 @@ class TorchSaveTool(Tool):
         fsync_path(self.folder)
 
     def load(self, epoch: int) -> Mapping[str, object]:
-        loaded: Mapping[str, object] = torch.load(
-            self.path(epoch), map_location="cpu", weights_only=True
-        )
-        return loaded
+        return load_pt(self.path(epoch))
 
 
 class SafetensorsTool(Tool):
@@ -437,9 +434,8 @@ def save_pt(state: State, path: Path) -> None:
 
 
 def load_pt(path: Path) -> Mapping[str, object]:
-    loaded: Mapping[str, object] = torch.load(
-        path, map_location="cpu", weights_only=True
-    )
+    # the states are made on the CPU, so they load there as saved
+    loaded: Mapping[str, object] = torch.load(path, weights_only=True)
     return loaded
 
 

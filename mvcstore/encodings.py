@@ -559,18 +559,12 @@ def check_section_size(
             zstandard frame is bad or declares another size.
     """
     if section.method == SECTION_STORED:
-        if len(section.body) != length:
-            raise corrupt(
-                f"a stored section is {len(section.body)} bytes, not {length}"
-            )
+        _check_stored(section, length, corrupt)
         return
     body = section.body
     if section.method == SECTION_PACKED:
         bits, body, length = _packed_parts(section, length, corrupt)
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    declared = _content_size(body, corrupt)
     if declared != length:
         raise corrupt(f"a compressed section declares {declared} bytes, not {length}")
 
@@ -588,10 +582,7 @@ def section_bytes(
             frame is bad, declares another size, or has bytes after it.
     """
     if section.method == SECTION_STORED:
-        if len(section.body) != length:
-            raise corrupt(
-                f"a stored section is {len(section.body)} bytes, not {length}"
-            )
+        _check_stored(section, length, corrupt)
         return np.frombuffer(section.body, dtype=np.uint8)
     out = scratch("section", length)
     if section.method == SECTION_PACKED:
@@ -602,6 +593,24 @@ def section_bytes(
         return out
     zstd_decompress_into(section.body, out, corrupt)
     return out
+
+
+def _check_stored(
+    section: Section, length: int, corrupt: Callable[[str], CorruptObjectError]
+) -> None:
+    if len(section.body) != length:
+        raise corrupt(f"a stored section is {len(section.body)} bytes, not {length}")
+
+
+def _content_size(
+    body: memoryview, corrupt: Callable[[str], CorruptObjectError]
+) -> int:
+    # the size a zstandard frame declares, read before anything is allocated
+    try:
+        declared: int = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    return declared
 
 
 def _packed_parts(
@@ -648,10 +657,7 @@ def zstd_decompress_into(
             cut short or is followed by more bytes.
     """
     size = out.size
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    declared = _content_size(body, corrupt)
     if declared != size:
         raise corrupt(f"compressed frame declares {declared} bytes, header says {size}")
     view = out.data
@@ -689,10 +695,7 @@ def zstd_decompress(
     Raises:
         CorruptObjectError: On any deviation.
     """
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise corrupt(f"bad zstandard frame ({exc})") from exc
+    declared = _content_size(body, corrupt)
     if declared != size:
         raise corrupt(f"compressed frame declares {declared} bytes, header says {size}")
     # one frame exactly: bytes after it would pass the hash check unnoticed

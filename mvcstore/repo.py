@@ -102,6 +102,7 @@ from mvcstore.stores.liveness import (
     references,
 )
 from mvcstore.stores.local import LocalObjectStore
+from mvcstore.stores.packs import fsync_dir
 from mvcstore.stores.registry import LOCAL, check_uri, open_stores
 from mvcstore.stores.registry import PARTS as BACKEND_PARTS
 from mvcstore.stores.stats import RepoStats, UsageReader
@@ -261,14 +262,6 @@ class FsckReport:
         return not self.problems
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -397,8 +390,8 @@ class Repo:
         os.replace(tmp, root / CONFIG_FILE)
         if durable:
             repo.objects.flush()
-            _fsync_dir(root)
-            _fsync_dir(root.parent)
+            fsync_dir(root)
+            fsync_dir(root.parent)
         logger.info("created repository %s", root)
         return repo
 
@@ -469,7 +462,7 @@ class Repo:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, config_path)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         except OSError as exc:
             raise RepositoryFormatError(
                 f"cannot write {config_path}: {exc.strerror or exc}",

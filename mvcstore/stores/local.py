@@ -51,6 +51,8 @@ from mvcstore.stores.packs import (
     PackSet,
     PackWriter,
     decode_index,
+    fsync_dir,
+    remove_quietly,
     scan_records,
 )
 
@@ -192,7 +194,7 @@ class LocalObjectStore:
             # rename is atomic: readers see the whole object or no file at all
             os.replace(tmp_name, target)
         except OSError as exc:
-            _remove_quietly(tmp_name)
+            remove_quietly(tmp_name)
             raise BackendUnavailableError(
                 self.location,
                 f"cannot write object {oid.hex}: {exc.strerror or exc}",
@@ -326,7 +328,7 @@ class LocalObjectStore:
         self.packs.refresh()
         doomed: dict[str, set[bytes]] = {}
         for oid in oids:
-            _remove_quietly(self.path_of(oid))
+            remove_quietly(self.path_of(oid))
             found = self.packs.locate(oid)
             if found is not None:
                 doomed.setdefault(found.pack.stem, set()).add(oid.raw)
@@ -379,10 +381,10 @@ class LocalObjectStore:
         self.packs.forget(name)
         if writer is not None:
             self.packs.publish(writer.name, fresh, writer.size)
-        _remove_quietly(old_index)
-        _remove_quietly(old_pack)
+        remove_quietly(old_index)
+        remove_quietly(old_pack)
         if self.durable:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         logger.debug("rewrote %s without %d objects", name, len(doomed))
 
     def refresh(self) -> None:
@@ -398,7 +400,7 @@ class LocalObjectStore:
             return
         for folder in sorted(dirs | {self.root}):
             try:
-                _fsync_dir(folder)
+                fsync_dir(folder)
             except OSError as exc:
                 raise BackendUnavailableError(
                     self.location,
@@ -557,21 +559,6 @@ class _PackBatch:
         """Remove the unfinished pack."""
         if self._writer is not None:
             self._writer.discard()
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SqliteDatabase:

@@ -42,6 +42,8 @@ __all__ = [
     "scan_records",
     "encode_index",
     "decode_index",
+    "fsync_dir",
+    "remove_quietly",
 ]
 
 logger = logging.getLogger(__name__)
@@ -421,7 +423,7 @@ class PackWriter:
         created = not self.folder.is_dir()
         self.folder.mkdir(exist_ok=True)
         if created and self.durable:
-            _fsync_dir(self.folder.parent)
+            fsync_dir(self.folder.parent)
         handle = open(self.path, "xb")  # noqa: SIM115  (closed in finish or discard)
         handle.write(_PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
         self.size = PACK_HEADER_SIZE
@@ -475,15 +477,15 @@ class PackWriter:
             os.replace(tmp, self.folder / f"{self.name}.idx")
             published = True
             if self.durable:
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
         except OSError as exc:
             # the first failure is the one reported; closing may fail again
             with contextlib.suppress(OSError):
                 handle.close()
-            _remove_quietly(tmp)
+            remove_quietly(tmp)
             if not published:
                 # never readable: give its space back now rather than to gc
-                _remove_quietly(self.path)
+                remove_quietly(self.path)
             raise _unwritable(self.path, exc) from exc
         logger.debug(
             "wrote %s (%d objects, %d bytes)", self.name, len(self.entries), self.size
@@ -498,7 +500,7 @@ class PackWriter:
                 handle.close()
             except OSError:
                 logger.warning("cannot close unfinished pack %s", self.path)
-            _remove_quietly(self.path)
+            remove_quietly(self.path)
 
 
 def _nbytes(part: FramePart) -> int:
@@ -519,14 +521,16 @@ def _unwritable(path: Path, exc: OSError) -> BackendUnavailableError:
     )
 
 
-def _remove_quietly(path: Path) -> None:
+def remove_quietly(path: Path) -> None:
+    """Remove a file that may already be gone."""
     try:
         path.unlink()
     except FileNotFoundError:
         return
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (files created, renamed, removed) durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -103,9 +103,8 @@ def read_torch_file(path: Path) -> tuple[dict[str, RawTensor], str]:
         with warnings.catch_warnings():
             # torch's note on pickle protocols is noise on the command line
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            loaded = torch.load(
-                path, map_location="cpu", weights_only=True, mmap=magic == _ZIP_MAGIC
-            )
+            mmap = magic == _ZIP_MAGIC
+            loaded = torch.load(path, weights_only=True, mmap=mmap, map_location="cpu")
     except UnpicklingError as exc:
         raise InvalidInputError(
             f"{path} is refused by torch.load(weights_only=True), which never runs"

@@ -89,7 +89,7 @@ def _fail_writer_finish(monkeypatch: pytest.MonkeyPatch) -> None:
 def _fail_removal(nth: int) -> Callable[[pytest.MonkeyPatch], None]:
     def install(monkeypatch: pytest.MonkeyPatch) -> None:
         calls = {"n": 0}
-        remove = local_store._remove_quietly
+        remove = local_store.remove_quietly
 
         def failing(path: Path) -> None:
             if path.suffix in (".idx", ".pack"):
@@ -98,7 +98,7 @@ def _fail_removal(nth: int) -> Callable[[pytest.MonkeyPatch], None]:
                     raise BackendUnavailableError("packs", f"injected failure {nth}")
             remove(path)
 
-        monkeypatch.setattr(local_store, "_remove_quietly", failing)
+        monkeypatch.setattr(local_store, "remove_quietly", failing)
 
     return install
 
