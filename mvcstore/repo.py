@@ -491,14 +491,18 @@ class Repo:
                 path=str(config_path),
             )
         version = config.get("version")
-        if (
-            not isinstance(version, int)
-            or isinstance(version, bool)
-            or not 1 <= version <= FORMAT_VERSION
-        ):
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RepositoryFormatError(
+                f"repository format version {version!r} in {config_path} is not a"
+                " format version (versions are whole numbers from 1)",
+                path=str(config_path),
+                hint="the config is damaged: restore it from a copy of the"
+                " repository, or set the version the repository was written in",
+            )
+        if version > FORMAT_VERSION:
             raise RepositoryFormatError(
                 f"repository format version {version!r} is not supported (this"
-                f" mvcstore reads version {FORMAT_VERSION})",
+                f" mvcstore reads versions 1 to {FORMAT_VERSION})",
                 path=str(config_path),
                 hint="upgrade mvcstore to a release that reads this format",
             )

@@ -131,6 +131,14 @@ class StorageOptions:
     difference: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("chunk_size", "max_delta_depth", "delta_cache_bytes", "level"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(self.full_every, int) or isinstance(self.full_every, bool):
+            raise InvalidInputError(
+                f"full_every must be an integer, got {self.full_every!r}"
+            )
         if self.chunk_size < 64 or self.chunk_size % 64:
             raise InvalidInputError(
                 f"chunk size {self.chunk_size} must be a positive multiple of 64"
@@ -139,6 +147,17 @@ class StorageOptions:
             raise InvalidInputError("max_delta_depth must be between 0 and 255")
         if self.full_every < 0:
             raise InvalidInputError("full_every must be 0 or more")
+        if self.delta_cache_bytes < 0:
+            raise InvalidInputError("delta_cache_bytes must be 0 or more")
+        if not 1 <= self.level <= 22:
+            raise InvalidInputError(
+                f"zstandard level {self.level} must be between 1 and 22"
+            )
+        saving = self.min_saving
+        if not isinstance(saving, int | float) or not 0 < saving <= 1:
+            raise InvalidInputError(
+                f"min_saving {saving!r} must be a share above 0 and at most 1"
+            )
 
 
 class Pool(Protocol):

@@ -321,6 +321,9 @@ class LocalObjectStore:
         throughout. The new pack keeps the old one's modification time, so the
         objects it holds do not look younger to the next gc.
 
+        An object the rewritten pack holds only in part (the pack is shorter
+        than its index says) is unreadable already and is not copied.
+
         Raises:
             BackendUnavailableError: If a pack cannot be read or written.
             CorruptObjectError: If a pack's index is damaged.
@@ -359,14 +362,19 @@ class LocalObjectStore:
                     for raw, (offset, length) in keep:
                         data = os.pread(handle.fileno(), length, offset)
                         if len(data) != length:
-                            raise CorruptObjectError(
+                            # cut short, so unreadable already: fsck reports it
+                            # missing from now on, and repair can restore it
+                            logger.warning(
+                                "dropping %s while rewriting %s: the pack is"
+                                " shorter than its index says",
                                 raw.hex(),
-                                "the pack is shorter than its index says",
-                                location=str(old_pack),
+                                old_pack,
                             )
+                            continue
                         writer.add(ObjectId(raw), [data])
                 fresh = writer.finish()
-                os.utime(writer.path, (mtime, mtime))
+                if fresh:
+                    os.utime(writer.path, (mtime, mtime))
             except OSError as exc:
                 writer.discard()
                 raise BackendUnavailableError(
@@ -379,7 +387,7 @@ class LocalObjectStore:
         # the new pack is durable and published first: a crash from here on
         # leaves duplicates or an old pack without index, both garbage
         self.packs.forget(name)
-        if writer is not None:
+        if writer is not None and fresh:
             self.packs.publish(writer.name, fresh, writer.size)
         remove_quietly(old_index)
         remove_quietly(old_pack)

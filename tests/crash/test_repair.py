@@ -272,3 +272,32 @@ def test_a_format_2_repository_is_repaired_with_frames_it_reads(
         for epoch, w in zip(epochs, series, strict=True):
             assert epoch.id is not None
             assert repo.checkout(epoch.id.hex).state["w"].tobytes() == w.tobytes()
+
+
+def test_a_truncated_pack_is_repaired_whole(tmp_path: Path) -> None:
+    # several objects cut off at once: removing the first rewrites the pack,
+    # which must not stop on the others (they are restored after it)
+    source = Repo.init(tmp_path / "copy", durable=False)
+    line = source.session("a")
+    for number in range(1, 4):
+        line.commit(weights(number))
+    source.close()
+    work = tmp_path / "work"
+    shutil.copytree(tmp_path / "copy", work)
+    packs = sorted((work / ".mvc" / "objects" / "packs").glob("*.pack"))
+    last = packs[-1]
+    os.truncate(last, last.stat().st_size - 1000)
+
+    with Repo.open(work, durable=False) as repo:
+        problems = repo.fsck().problems
+        damaged = {p.object_id for p in problems if p.object_id is not None}
+        assert len(damaged) > 1
+
+        report = repair(repo, tmp_path / "copy")
+
+        assert {oid.hex for oid in report.repaired} >= damaged
+        assert report.unrepaired == {} and report.fsck.problems == []
+        for revision, number in [("a", 3), ("a~1", 2), ("a~2", 1)]:
+            state = repo.checkout(revision).state
+            for name, array in weights(number).items():
+                assert state[name].tobytes() == array.tobytes(), revision

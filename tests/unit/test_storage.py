@@ -34,6 +34,7 @@ from mvcstore.codec import (
 from mvcstore.errors import (
     BackendUnavailableError,
     CorruptObjectError,
+    InvalidInputError,
     RepositoryFormatError,
 )
 from mvcstore.objects import State, Tensor
@@ -677,3 +678,42 @@ def test_a_blob_shared_by_two_dtypes_keeps_each_chain_to_one_width(
         for name, array in state.items():
             assert found[name].tobytes() == array.tobytes(), (number, name)
     assert_clean(repo)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"level": 23},
+        {"level": 0},
+        {"level": "x"},
+        {"chunk_size": 64.0},
+        {"min_saving": -1},
+        {"min_saving": 5.0},
+        {"min_saving": float("nan")},
+        {"delta_cache_bytes": -1},
+        {"max_delta_depth": 2.5},
+        {"full_every": 1.5},
+        {"full_every": True},
+    ],
+)
+def test_storage_options_refuse_values_a_commit_could_not_use(
+    options: dict[str, object],
+) -> None:
+    with pytest.raises(InvalidInputError):
+        StorageOptions(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", [0, -1, "3", True, None, 2.0])
+def test_a_damaged_format_version_is_called_damaged(
+    tmp_path: Path, version: object
+) -> None:
+    Repo.init(tmp_path, durable=False).close()
+    config = tmp_path / ".mvc" / "config.json"
+    values = json.loads(config.read_text())
+    values["version"] = version
+    config.write_text(json.dumps(values))
+
+    with pytest.raises(RepositoryFormatError) as caught:
+        Repo.open(tmp_path)
+    assert "not a format version" in str(caught.value)
+    assert caught.value.hint is not None and "damaged" in caught.value.hint
