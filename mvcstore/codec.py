@@ -26,23 +26,25 @@ import zstandard
 from mvcstore.encodings import (
     BITS_WIDTHS,
     DELTA_WIDTHS,
+    JOIN_ADD,
+    JOIN_SET,
+    JOIN_XOR,
     PLANE_WIDTHS,
     SECTION_PACKED,
     Bytes,
     Section,
-    add_zigzag_into,
     check_section_size,
     compress_section,
     diff_planes,
+    join_planes,
     pack_bits,
     read_sections,
-    scratch,
     section_bytes,
     section_header,
+    section_planes,
     split_planes,
     unpack_bits_into,
     xor_planes,
-    xor_section_into,
     zstd_decompress,
     zstd_decompress_into,
 )
@@ -1015,20 +1017,12 @@ def _decode_chain(
 
     _decode_whole(current, out, _chain_corrupt(oid, current_id, source))
     width = layout.width
-    grid = out.reshape(-1, width)
-    joined: Bytes | None = None
     for member_id, member in reversed(chain):
         corrupt = _chain_corrupt(oid, member_id, source)
         if member.width != width:
             raise corrupt(f"delta width {member.width} differs from {width}")
-        if member.encoding == ENCODING_DELTA:
-            for plane, section in enumerate(member.sections):
-                xor_section_into(section, grid[:, plane], corrupt)
-            continue
-        if joined is None:
-            joined = scratch("chain", out.size)
-        _join_sections_into(member.sections, width, joined, corrupt)
-        add_zigzag_into(joined, width, out)
+        mode = JOIN_XOR if member.encoding == ENCODING_DELTA else JOIN_ADD
+        _join_sections_into(member.sections, width, out, corrupt, mode)
 
 
 def _chain_corrupt(
@@ -1050,7 +1044,7 @@ def _decode_whole(
     elif encoding == ENCODING_ZSTD:
         zstd_decompress_into(layout.body, out, corrupt)
     elif encoding == ENCODING_PLANES:
-        _join_sections_into(layout.sections, layout.width, out, corrupt)
+        _join_sections_into(layout.sections, layout.width, out, corrupt, JOIN_SET)
     elif encoding == ENCODING_BITS:
         count = layout.size // layout.width
         bitmap = section_bytes(layout.sections[0], (count + 7) // 8, corrupt)
@@ -1064,12 +1058,11 @@ def _join_sections_into(
     width: int,
     out: Bytes,
     corrupt: Callable[[str], CorruptObjectError],
+    mode: int,
 ) -> None:
-    # one plane at a time: a decoded section lives in a reused buffer
-    count = out.size // width
-    grid = out.reshape(-1, width)
-    for plane, section in enumerate(sections):
-        grid[:, plane] = section_bytes(section, count, corrupt)
+    # every plane decoded first (stored ones are views), then one joining pass
+    planes = section_planes(sections, out.size // width, corrupt)
+    join_planes(planes, width, out, mode)
 
 
 def _name_damaged(

@@ -17,12 +17,14 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import zstandard
 
+import mvcstore.native as native
 from mvcstore.errors import CorruptObjectError
 
 __all__ = [
@@ -46,6 +48,12 @@ __all__ = [
     "add_zigzag_into",
     "join_planes_into",
     "xor_planes_into",
+    "JOIN_SET",
+    "JOIN_XOR",
+    "JOIN_ADD",
+    "join_planes",
+    "section_planes",
+    "compiled_kernels",
     "xor_into",
     "find_bit_pattern",
     "pack_bits",
@@ -104,6 +112,26 @@ _STEP: Final = 1 << 16
 """Elements per step of the word-wise transforms: the step's buffers stay in cache."""
 
 _local = threading.local()
+
+# the fused loops in C (mvcstore/_kernels.c) do in one pass and without the
+# GIL what the NumPy code below does in several; the NumPy code stays the
+# reference, and runs where the module was not built or is turned off
+_kernels: ModuleType | None = native.kernels
+
+_SPLIT_PLAIN: Final = 0
+_SPLIT_XOR: Final = 1
+_SPLIT_DIFF: Final = 2
+JOIN_SET: Final = 0
+"""``join_planes``: the elements become the joined planes."""
+JOIN_XOR: Final = 1
+"""``join_planes``: the joined planes are XORed into the elements."""
+JOIN_ADD: Final = 2
+"""``join_planes``: the difference whose zigzag the planes hold is added."""
+
+
+def compiled_kernels() -> bool:
+    """Return True when the fused C loops are in use (see ``MVCSTORE_NO_KERNELS``)."""
+    return _kernels is not None
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
@@ -169,6 +197,10 @@ def split_planes(data: Bytes, width: int, *, into: Bytes | None = None) -> list[
     """
     if width == 1:
         return [data]
+    if _kernels is not None:
+        out = _planes_buffer(into, width, data.size // width)
+        _kernels.split(_contiguous(data), None, width, out, _SPLIT_PLAIN)
+        return list(out)
     kind = _UINT_BY_WIDTH[width]
     values: npt.NDArray[np.unsignedinteger] = data.view(kind)
     out = _planes_buffer(into, width, values.size)
@@ -203,6 +235,9 @@ def xor_planes(
     ``into`` is as for ``split_planes``.
     """
     out = _planes_buffer(into, width, new.size // width)
+    if _kernels is not None:
+        _kernels.split(_contiguous(new), _contiguous(old), width, out, _SPLIT_XOR)
+        return list(out)
     if width == 1:
         return [np.bitwise_xor(new, old, out=out[0])]
     a, b = new.reshape(-1, width), old.reshape(-1, width)
@@ -230,6 +265,10 @@ def diff_planes(
     Returns:
         ``width`` contiguous arrays of ``len(new) // width`` bytes.
     """
+    if _kernels is not None:
+        out = _planes_buffer(into, width, new.size // width)
+        _kernels.split(_contiguous(new), _contiguous(old), width, out, _SPLIT_DIFF)
+        return list(out)
     kind = _INT_BY_WIDTH[width]
     a, b = new.view(kind), old.view(kind)
     count = a.size
@@ -248,6 +287,11 @@ def diff_planes(
         np.bitwise_xor(d, s, out=d)
         _split_step(d.view(shifted.dtype), out, start, shifted)
     return list(out)
+
+
+def _contiguous(data: Bytes) -> Bytes:
+    # the C loops read plain buffers; a strided view is copied first
+    return np.ascontiguousarray(data)
 
 
 def _planes_buffer(into: Bytes | None, width: int, count: int) -> Bytes:
@@ -274,6 +318,30 @@ def scratch(name: str, size: int) -> Bytes:
         buffer = np.empty(max(size, 1 << 16), dtype=np.uint8)
         buffers[name] = buffer
     return buffer[:size]
+
+
+def join_planes(planes: Sequence[Bytes], width: int, out: Bytes, mode: int) -> None:
+    """Join byte planes into the little-endian elements of ``out``.
+
+    Args:
+        planes: ``width`` arrays of ``len(out) // width`` bytes.
+        width: The element width: 1, 2, 4 or 8.
+        out: The elements, written in place.
+        mode: ``JOIN_SET`` (the elements become the joined planes),
+            ``JOIN_XOR`` (XORed into them) or ``JOIN_ADD`` (the planes hold
+            zigzag-mapped differences, added with wraparound: the inverse of
+            ``diff_planes``).
+    """
+    if _kernels is not None:
+        _kernels.join([_contiguous(p) for p in planes], width, out, mode)
+    elif mode == JOIN_SET:
+        join_planes_into(planes, width, out)
+    elif mode == JOIN_XOR:
+        xor_planes_into(planes, width, out)
+    else:
+        joined = scratch("joined", out.size)
+        join_planes_into(planes, width, joined)
+        add_zigzag_into(joined, width, out)
 
 
 def join_planes_into(planes: Sequence[Bytes], width: int, out: Bytes) -> None:
@@ -570,12 +638,17 @@ def check_section_size(
 
 
 def section_bytes(
-    section: Section, length: int, corrupt: Callable[[str], CorruptObjectError]
+    section: Section,
+    length: int,
+    corrupt: Callable[[str], CorruptObjectError],
+    *,
+    into: Bytes | None = None,
 ) -> Bytes:
     """Return a section's ``length`` bytes: a view when stored, else decoded.
 
-    A decoded section lands in a buffer of the calling thread, reused by its
-    next call: use the result before decoding another section.
+    A decoded section lands in ``into`` (``length`` bytes) when given, else
+    in a buffer of the calling thread, reused by its next call: use the result
+    before decoding another section.
 
     Raises:
         CorruptObjectError: If the stored length is wrong or the zstandard
@@ -584,7 +657,7 @@ def section_bytes(
     if section.method == SECTION_STORED:
         _check_stored(section, length, corrupt)
         return np.frombuffer(section.body, dtype=np.uint8)
-    out = scratch("section", length)
+    out = scratch("section", length) if into is None else into
     if section.method == SECTION_PACKED:
         bits, body, packed_length = _packed_parts(section, length, corrupt)
         packed = scratch("packed", packed_length)
@@ -593,6 +666,28 @@ def section_bytes(
         return out
     zstd_decompress_into(section.body, out, corrupt)
     return out
+
+
+def section_planes(
+    sections: Sequence[Section],
+    count: int,
+    corrupt: Callable[[str], CorruptObjectError],
+) -> list[Bytes]:
+    """Return the planes of ``count`` bytes that ``sections`` hold.
+
+    Stored sections come back as views; the others are decoded into one
+    buffer of the calling thread, reused by its next call.
+
+    Raises:
+        CorruptObjectError: As ``section_bytes``.
+    """
+    buffer = scratch("planes", count * len(sections))
+    return [
+        section_bytes(
+            section, count, corrupt, into=buffer[index * count : (index + 1) * count]
+        )
+        for index, section in enumerate(sections)
+    ]
 
 
 def _check_stored(

@@ -28,6 +28,7 @@ import numpy as np
 
 from mvcstore.codec import FramePart, ObjectId
 from mvcstore.errors import BackendUnavailableError, CorruptObjectError
+from mvcstore.native import start_writeback
 
 __all__ = [
     "PACKS_DIR",
@@ -62,6 +63,8 @@ RECORD_HEADER_SIZE: Final = _RECORD.size
 INDEX_TMP_PREFIX: Final = "idx-"
 _MAPPED_PACKS: Final = 64
 """Packs kept mapped at once (least recently read first out)."""
+_WRITEBACK_EVERY: Final = 8 << 20
+"""A durable pack starts going to disk each time this many more bytes are in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +421,7 @@ class PackWriter:
         self.entries: dict[bytes, tuple[int, int]] = {}
         self.size = 0
         self._handle: BinaryIO | None = None
+        self._written_back = 0
 
     def _open(self) -> BinaryIO:
         created = not self.folder.is_dir()
@@ -446,6 +450,16 @@ class PackWriter:
             raise _unwritable(self.path, exc) from exc
         self.entries[oid.raw] = (self.size + RECORD_HEADER_SIZE, length)
         self.size += RECORD_HEADER_SIZE + length
+        if self.durable and self.size - self._written_back >= _WRITEBACK_EVERY:
+            # the disk writes this part while the commit encodes the next:
+            # the fsync in ``finish`` then has little left to wait for
+            try:
+                self._handle.flush()
+            except OSError as exc:
+                raise _unwritable(self.path, exc) from exc
+            start = self._written_back
+            start_writeback(self._handle.fileno(), start, self.size - start)
+            self._written_back = self.size
 
     def finish(self) -> dict[bytes, tuple[int, int]]:
         """Make the pack durable, then its index, then their folder entries.

@@ -19,6 +19,8 @@ PACKAGE = Path(mvcstore.__file__).parent
 # layer of each module or package, by dotted name below ``mvcstore``
 LAYERS: dict[str, int] = {
     "errors": 0,
+    "native": 0,
+    "_kernels": 0,
     "codec": 1,
     "encodings": 1,
     "objects": 2,
