@@ -250,6 +250,26 @@ def evict(folder: Path) -> None:
             os.close(fd)
 
 
+WARM_BYTES = 3 << 30
+"""Memory touched and freed before each measurement (see ``warm_memory``)."""
+
+
+def warm_memory() -> None:
+    """Touch and free ``WARM_BYTES``, so every tool starts from the same memory.
+
+    On a virtual machine whose host takes back the guest's free pages (free
+    page reporting), the first touch of a page the host took back costs far
+    more than a memory copy: ``torch.save`` of one epoch took 90 ms with
+    recently used memory and 300 ms without, on tmpfs as on disk. Which of
+    the two a tool got depended on what ran before it (a deleted folder gives
+    its page-cache pages back to the free lists, warm for a few seconds). So
+    each measurement starts right after this: every tool gets recently used
+    pages, as it would on a machine of its own.
+    """
+    ballast = np.ones(WARM_BYTES, dtype=np.uint8)
+    del ballast
+
+
 # -- the tools -------------------------------------------------------------
 
 
@@ -667,6 +687,7 @@ def measure_tool(tool: Tool, states: list[State], work_dir: Path) -> dict[str, A
     try:
         tool.open(folder, states)
         os.sync()
+        warm_memory()
         epoch_s = []
         with PeakRss() as save_rss:
             for epoch, state in enumerate(states):
@@ -684,6 +705,7 @@ def measure_tool(tool: Tool, states: list[State], work_dir: Path) -> dict[str, A
         for label, times in (("cached", checkout_s), ("evicted", evicted_s)):
             if label == "evicted":
                 evict(folder)
+            warm_memory()
             for epoch in CHECKOUT_EPOCHS:
                 with PeakRss() as rss:
                     start = time.perf_counter()
@@ -768,6 +790,7 @@ def raw_limits(work_dir: Path, weights: bytes) -> dict[str, float]:
     target = np.empty_like(source)
     packed = zstandard.ZstdCompressor(level=1).compress(weights)
     decompressor = zstandard.ZstdDecompressor()
+    warm_memory()
     return {
         "write_fsync_gbps": write_fsync_rate(work_dir),
         "memcpy_gbps": best_rate(size, lambda: np.copyto(target, source)),

@@ -18,6 +18,9 @@
  * the difference whose zigzag is joined (wrapping). docs/format.md section 5
  * gives the encodings these serve.
  *
+ *   pack(data, bits, out)               bytes below 2**bits, 8/bits to a byte
+ *   unpack(packed, bits, out)           and back
+ *
  * And one system call that Python's os module lacks:
  *
  *   writeback(fd, offset, length)       start writing a file range to disk
@@ -153,6 +156,57 @@ join_any(int width, const uint8_t *const *planes, uint8_t *out,
     }
 }
 
+/* Bytes below 2**BITS, PER = 8 / BITS to a byte, least significant first;
+ * the last byte holds what is left, padded with zeros. */
+#define DEFINE_PACK(BITS)                                                     \
+    static void pack_##BITS(const uint8_t *restrict data, Py_ssize_t size,   \
+                            uint8_t *restrict out)                           \
+    {                                                                         \
+        const int per = 8 / BITS;                                             \
+        const uint8_t mask = (uint8_t)((1u << BITS) - 1);                     \
+        Py_ssize_t whole = size / per;                                        \
+        for (Py_ssize_t i = 0; i < whole; i++) {                              \
+            unsigned byte = 0;                                                \
+            for (int k = 0; k < per; k++)                                     \
+                byte |= (unsigned)(data[i * per + k] & mask) << (BITS * k);   \
+            out[i] = (uint8_t)byte;                                           \
+        }                                                                     \
+        if (whole * per < size) {                                             \
+            unsigned byte = 0;                                                \
+            for (Py_ssize_t k = 0; whole * per + k < size; k++)               \
+                byte |= (unsigned)(data[whole * per + k] & mask)              \
+                        << (BITS * k);                                        \
+            out[whole] = (uint8_t)byte;                                       \
+        }                                                                     \
+    }                                                                         \
+    static void unpack_##BITS(const uint8_t *restrict packed,                \
+                              uint8_t *restrict out, Py_ssize_t size)        \
+    {                                                                         \
+        const int per = 8 / BITS;                                             \
+        const unsigned mask = (1u << BITS) - 1;                               \
+        Py_ssize_t whole = size / per;                                        \
+        for (Py_ssize_t i = 0; i < whole; i++)                                \
+            for (int k = 0; k < per; k++)                                     \
+                out[i * per + k] = (uint8_t)((packed[i] >> (BITS * k)) & mask); \
+        for (Py_ssize_t k = 0; whole * per + k < size; k++)                   \
+            out[whole * per + k] =                                            \
+                (uint8_t)((packed[whole] >> (BITS * k)) & mask);              \
+    }
+
+DEFINE_PACK(1)
+DEFINE_PACK(2)
+DEFINE_PACK(4)
+
+static int
+check_bits(int bits)
+{
+    if (bits != 1 && bits != 2 && bits != 4) {
+        PyErr_Format(PyExc_ValueError, "bits %d is not 1, 2 or 4", bits);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 check_shape(int width, int mode, Py_ssize_t size)
 {
@@ -278,6 +332,84 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(pack_doc,
+"pack(data, bits, out)\n--\n\n"
+"Pack bytes below 2**bits (bits 1, 2 or 4), 8 / bits to a byte, least\n"
+"significant first, into out (exactly ceil(len(data) * bits / 8) bytes).");
+
+static PyObject *
+kernels_pack(PyObject *self, PyObject *args)
+{
+    Py_buffer data = {0}, out = {0};
+    int bits;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*iw*", &data, &bits, &out))
+        return NULL;
+    if (check_bits(bits) < 0)
+        goto done;
+    Py_ssize_t per = 8 / bits, needed = (data.len + per - 1) / per;
+    if (out.len != needed) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, %zd are needed",
+                     out.len, needed);
+        goto done;
+    }
+    {
+        const uint8_t *d = data.buf;
+        uint8_t *o = out.buf;
+        Py_ssize_t size = data.len;
+        Py_BEGIN_ALLOW_THREADS
+        if (bits == 1) pack_1(d, size, o);
+        else if (bits == 2) pack_2(d, size, o);
+        else pack_4(d, size, o);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+PyDoc_STRVAR(unpack_doc,
+"unpack(packed, bits, out)\n--\n\n"
+"Undo pack: fill out with the values packed 8 / bits to a byte (packed\n"
+"holds exactly ceil(len(out) * bits / 8) bytes).");
+
+static PyObject *
+kernels_unpack(PyObject *self, PyObject *args)
+{
+    Py_buffer packed = {0}, out = {0};
+    int bits;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*iw*", &packed, &bits, &out))
+        return NULL;
+    if (check_bits(bits) < 0)
+        goto done;
+    Py_ssize_t per = 8 / bits, needed = (out.len + per - 1) / per;
+    if (packed.len != needed) {
+        PyErr_Format(PyExc_ValueError, "packed holds %zd bytes, %zd are needed",
+                     packed.len, needed);
+        goto done;
+    }
+    {
+        const uint8_t *p = packed.buf;
+        uint8_t *o = out.buf;
+        Py_ssize_t size = out.len;
+        Py_BEGIN_ALLOW_THREADS
+        if (bits == 1) unpack_1(p, o, size);
+        else if (bits == 2) unpack_2(p, o, size);
+        else unpack_4(p, o, size);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 PyDoc_STRVAR(writeback_doc,
 "writeback(fd, offset, length) -> bool\n--\n\n"
 "Start writing a range of a file to disk without waiting for it (Linux's\n"
@@ -310,6 +442,8 @@ kernels_writeback(PyObject *self, PyObject *args)
 static PyMethodDef kernels_methods[] = {
     {"split", kernels_split, METH_VARARGS, split_doc},
     {"join", kernels_join, METH_VARARGS, join_doc},
+    {"pack", kernels_pack, METH_VARARGS, pack_doc},
+    {"unpack", kernels_unpack, METH_VARARGS, unpack_doc},
     {"writeback", kernels_writeback, METH_VARARGS, writeback_doc},
     {NULL, NULL, 0, NULL},
 };

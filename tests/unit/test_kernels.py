@@ -26,7 +26,9 @@ from mvcstore.encodings import (
     JOIN_XOR,
     diff_planes,
     join_planes,
+    pack_small,
     split_planes,
+    unpack_small,
     xor_planes,
 )
 from mvcstore.stores.blobs import StorageOptions
@@ -122,6 +124,30 @@ def test_join_undoes_split(data: bytes, width: int) -> None:
 
 
 @needs_kernels
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(0, 300),
+    bits=st.sampled_from((1, 2, 4)),
+    seed=st.integers(0, 2**32 - 1),
+    offset=st.integers(0, 7),
+)
+def test_pack_gives_the_numpy_bytes(
+    size: int, bits: int, seed: int, offset: int
+) -> None:
+    values = np.random.default_rng(seed).integers(0, 1 << bits, size, dtype=np.uint8)
+    values = _unaligned(values, offset)
+    fast = pack_small(values, bits)
+    slow = _reference(pack_small, values, bits)
+    assert fast.tobytes() == slow.tobytes()
+    back = _unaligned(np.full(size, 0xEE, dtype=np.uint8), offset)
+    unpack_small(_unaligned(fast, offset), bits, back)
+    assert back.tobytes() == values.tobytes()
+    slow_back = np.full(size, 0xEE, dtype=np.uint8)
+    _reference(unpack_small, slow, bits, slow_back)
+    assert slow_back.tobytes() == values.tobytes()
+
+
+@needs_kernels
 def test_extreme_differences_wrap() -> None:
     # the largest steps either way: the difference wraps, zigzag is exact
     for width, kind in ((2, np.uint16), (4, np.uint32), (8, np.uint64)):
@@ -162,6 +188,12 @@ def test_bad_arguments_are_refused() -> None:
         kernels.join([planes[0], planes[1], data[:3], planes[3]], 4, out, 0)
     with pytest.raises(TypeError, match="sequence"):
         kernels.join(5, 4, out, 0)
+    with pytest.raises(ValueError, match="bits 3"):
+        kernels.pack(data, 3, out[:6])
+    with pytest.raises(ValueError, match="out holds 16 bytes, 8 are needed"):
+        kernels.pack(data, 4, out)
+    with pytest.raises(ValueError, match="packed holds 16 bytes, 4 are needed"):
+        kernels.unpack(data, 4, out[:8])
     # nothing was written by a refused call
     before = out.copy()
     with pytest.raises(ValueError):
