@@ -746,7 +746,8 @@ class DeltaCache:
     ) -> list[Bytes | None]:
         """Return where to keep each of a commit's tensors (None: over the limit).
 
-        Same-size buffers are reused. On a first fill (no buffer to reuse)
+        Same-size buffers are reused, and so are larger ones for a tensor
+        whose shape shrank (pruning). On a first fill (no buffer to reuse)
         they are cut from one allocation, which the kernel can back with huge
         pages: a fresh buffer per tensor costs a page fault per 4 KiB.
         """
@@ -761,6 +762,11 @@ class DeltaCache:
                 # a new shape: the old bytes can serve as no base, free them first
                 del self._entries[key]
                 self._reserved -= current.data.size
+                if size < current.data.size and self._reserved + size <= self.limit:
+                    # a smaller shape (a pruned tensor): its old memory serves
+                    self._reserved += size
+                    out.append(current.data[:size])
+                    continue
             out.append(None)
             if self._reserved + size <= self.limit:
                 self._reserved += size

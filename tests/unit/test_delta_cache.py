@@ -40,11 +40,24 @@ def test_later_fills_reuse_same_sizes_and_replace_new_shapes() -> None:
         cache.stage(("", name), _entry(buffer))
     cache.publish(_entry(first[0]).blob)  # any id will do here
 
-    second = cache.buffers_for([(("", "a"), 100), (("", "b"), 32)])
+    second = cache.buffers_for([(("", "a"), 100), (("", "b"), 32), (("", "c"), 8)])
 
     assert second[0] is first[0]
+    assert cache.get(("", "b")) is None  # the old shape is no base any more
+    # a shrunk tensor (pruned) keeps its memory: no new allocation
     assert second[1] is not None and second[1].size == 32
-    assert cache.get(("", "b")) is None  # the old shape's buffer is dropped
+    assert first[1] is not None and second[1].ctypes.data == first[1].ctypes.data
+    assert second[2] is not None and second[2].size == 8
+    for name, buffer in zip("abc", second, strict=True):
+        assert buffer is not None
+        cache.stage(("", name), _entry(buffer))
+    cache.publish(_entry(first[0]).blob)
+    assert cache.nbytes == 140
+
+    # a grown one gets a fresh buffer
+    third = cache.buffers_for([(("", "a"), 100), (("", "b"), 48), (("", "c"), 8)])
+    assert third[1] is not None and third[1].size == 48
+    assert not np.shares_memory(third[1], first[1])
 
 
 def test_tensors_beyond_the_limit_get_no_buffer() -> None:
