@@ -153,7 +153,12 @@ def parse_revision(text: str) -> Revision:
     Raises:
         InvalidInputError: If the expression is malformed.
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"a revision is text, not {type(text).__name__}",
+            hint="give a session, tag or epoch id, such as 'main~1'",
+        )
+    if not text.strip():
         raise InvalidInputError(
             "empty revision", hint="give a session, tag or epoch id, such as 'main~1'"
         )

@@ -780,14 +780,16 @@ class Repo:
         """Return the head epoch of session ``name``, or None if it has none."""
         return self.refs.get(session_ref(name))
 
-    def resolve_id(self, revision: str) -> ObjectId:
-        """Resolve a revision expression to an epoch id.
+    def resolve_id(self, revision: str | ObjectId) -> ObjectId:
+        """Resolve a revision expression (or an epoch's id) to an epoch id.
 
         Raises:
             InvalidInputError: If the expression is malformed.
             RevisionNotFoundError: If it names no epoch.
             AmbiguousRevisionError: If it names more than one.
         """
+        if isinstance(revision, ObjectId):
+            revision = revision.hex
         parsed = parse_revision(revision)
         current = self._resolve_base(parsed.base, revision)
         for step in parsed.steps:
@@ -797,7 +799,7 @@ class Repo:
                 current = self._numbered(current, step.count, revision)
         return current
 
-    def resolve(self, revision: str) -> Epoch:
+    def resolve(self, revision: str | ObjectId) -> Epoch:
         """Resolve a revision expression to its epoch record.
 
         Raises:
@@ -1025,7 +1027,7 @@ class Repo:
         """Return index entries reachable from ``heads``, newest first."""
         return list(lineage.log_order(self.index, heads, limit=limit))
 
-    def checkout(self, revision: str, *, as_: str = "numpy") -> Checkout:
+    def checkout(self, revision: str | ObjectId, *, as_: str = "numpy") -> Checkout:
         """Bring back an epoch's tensors, graph and record, verifying each byte.
 
         Args:

@@ -285,6 +285,20 @@ def test_both_paths_store_the_same_frames(
             repo.close()
 
 
+def test_the_extension_is_built_where_it_can_be() -> None:
+    # a machine with a C compiler and the Python headers builds it on install;
+    # a silent build failure there would leave every commit three times slower
+    import shutil
+    import sysconfig
+
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not (shutil.which("cc") or shutil.which("gcc")) or not headers.exists():
+        pytest.skip("no C compiler or Python headers here")
+    if os.environ.get("MVCSTORE_NO_KERNELS"):
+        pytest.skip("turned off by MVCSTORE_NO_KERNELS")
+    assert native.kernels is not None, "pip install -e . should have built it"
+
+
 def test_the_switch_turns_the_loops_off(tmp_path: Path) -> None:
     # MVCSTORE_NO_KERNELS is read when mvcstore is imported
     import subprocess

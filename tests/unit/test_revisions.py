@@ -41,6 +41,22 @@ def test_full_id_resolves_to_its_epoch(forked: Forked) -> None:
     assert forked.repo.resolve(_hex(target)).id == target.id
 
 
+def test_an_epoch_id_object_resolves_and_checks_out(forked: Forked) -> None:
+    target = forked.a[2]
+    assert target.id is not None
+
+    assert forked.repo.resolve_id(target.id) == target.id
+    assert forked.repo.checkout(target.id).epoch.id == target.id
+
+
+@pytest.mark.parametrize("value", [5, None, b"main", 2.5])
+def test_a_revision_that_is_not_text_is_refused_by_type(
+    forked: Forked, value: object
+) -> None:
+    with pytest.raises(InvalidInputError, match="a revision is text, not"):
+        forked.repo.resolve_id(value)  # type: ignore[arg-type]
+
+
 def test_unique_prefix_resolves_to_its_epoch(forked: Forked) -> None:
     for epoch in forked.a + forked.b:
         assert epoch.id is not None
