@@ -87,6 +87,8 @@ _DELTA_WINS: Final = 0.75
 _REFRESH: Final = 0.8
 """A delta this share of its whole base's stored size or more starts a new base."""
 _HASH_THREADS_FROM: Final = 16 << 20
+_GROUP_BYTES: Final = 1 << 20
+"""Tasks below this size run in groups of about this many bytes."""
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -283,9 +285,7 @@ def write_blobs(
         else:
             task = partial(_store_job, writer, job, ids, following, index)
             tasks.append((job.data.size, task))
-    # the largest first, so that both threads finish together
-    tasks.sort(key=lambda item: -item[0])
-    list(pool.map(_run, [task for _, task in tasks]))
+    list(pool.map(_run, _grouped(tasks)))
 
     # a chunked blob's table after its chunks: readers never see it without them
     out: list[WrittenBlob] = []
@@ -319,6 +319,38 @@ def _store_job(
 
 def _run(task: Callable[[], object]) -> object:
     return task()
+
+
+def _grouped(
+    tasks: list[tuple[int, Callable[[], object]]],
+) -> list[Callable[[], object]]:
+    """Order tasks largest first and run the small ones in groups.
+
+    Largest first, so that the threads finish together; small tasks (most
+    tensors of a model are a few KiB: norms, biases) share one pool task per
+    ``_GROUP_BYTES``, which spares a future and a thread hand-off each.
+    """
+    tasks = sorted(tasks, key=lambda item: -item[0])
+    out: list[Callable[[], object]] = []
+    group: list[Callable[[], object]] = []
+    held = 0
+    for size, task in tasks:
+        if size >= _GROUP_BYTES:
+            out.append(task)
+            continue
+        group.append(task)
+        held += size
+        if held >= _GROUP_BYTES:
+            out.append(partial(_run_all, group))
+            group, held = [], 0
+    if group:
+        out.append(partial(_run_all, group))
+    return out
+
+
+def _run_all(tasks: list[Callable[[], object]]) -> None:
+    for task in tasks:
+        task()
 
 
 def _blob_id(data: Bytes) -> ObjectId:
@@ -651,9 +683,7 @@ def read_blobs(
             wholes.append((oid, out))
         else:
             tasks.append((out.size, partial(decode_into, oid, out, store)))
-    # the largest first, so that both threads finish together
-    tasks.sort(key=lambda item: -item[0])
-    list(pool.map(_run, [task for _, task in tasks]))
+    list(pool.map(_run, _grouped(tasks)))
     list(pool.map(_run, [partial(_check_whole, store, *item) for item in wholes]))
 
 
