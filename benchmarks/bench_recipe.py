@@ -49,6 +49,7 @@ import zstandard
 
 import mvcstore
 from mvcstore.arrays import adapter_for
+from mvcstore.encodings import compiled_kernels
 from mvcstore.stores.blobs import StorageOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -252,6 +253,8 @@ def evict(folder: Path) -> None:
 
 WARM_BYTES = 3 << 30
 """Memory touched and freed before each measurement (see ``warm_memory``)."""
+WARM = {"on": True}
+"""Whether ``warm_memory`` runs (``--no-warm`` turns it off)."""
 
 
 def warm_memory() -> None:
@@ -266,6 +269,8 @@ def warm_memory() -> None:
     each measurement starts right after this: every tool gets recently used
     pages, as it would on a machine of its own.
     """
+    if not WARM["on"]:
+        return
     ballast = np.ones(WARM_BYTES, dtype=np.uint8)
     del ballast
 
@@ -1030,9 +1035,19 @@ def render(result: dict[str, Any]) -> str:
         f" safetensors {machine['safetensors']}, mvcstore {machine['mvcstore']}"
         f" at {machine['mvcstore_commit']}"
         + (" (modified)" if machine["mvcstore_modified"] else "")
-        + f", tensors into mvcstore as {result['mvcstore_arrays']}."
-        f" Load average (1 min) {machine['load_average'][0]:.1f} at the start,"
-        f" {result['load_average_end'][0]:.1f} at the end.",
+        + f", tensors into mvcstore as {result['mvcstore_arrays']}"
+        + (
+            ", its C extension in use."
+            if result.get("mvcstore_kernels", True)
+            else ", without its C extension (NumPy only)."
+        )
+        + f" Load average (1 min) {machine['load_average'][0]:.1f} at the start,"
+        f" {result['load_average_end'][0]:.1f} at the end."
+        + (
+            " Memory warmed (3 GiB touched and freed) before each measurement."
+            if result.get("memory_warmed", True)
+            else " Memory not warmed before the measurements (--no-warm)."
+        ),
         f"Median of {result['runs']} run(s); in brackets, the median of the"
         f" per-run ratios to {BASELINE} and, after the semicolon, to"
         f" {SECOND_BASELINE} (when it ran). Raw = the 10 {BASELINE} files."
@@ -1217,6 +1232,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also profile one mvcstore commit and checkout with cProfile",
     )
     parser.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="do not touch and free 3 GiB of memory before each measurement",
+    )
+    parser.add_argument(
         "--delta-depth",
         type=int,
         default=None,
@@ -1248,6 +1268,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    WARM["on"] = not args.no_warm
     work_root = args.work_dir
     work_root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=work_root))
@@ -1261,6 +1282,8 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": "shared/benchmarks/recipe.md",
         "machine": machine_info(work_dir),
         "runs": args.runs,
+        "memory_warmed": WARM["on"],
+        "mvcstore_kernels": compiled_kernels(),
         "mvcstore_arrays": array_type,
         "mvcstore_delta_depth": (
             args.delta_depth
