@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from mvcstore.codec import ObjectId, chain_readable_in, frame, unframe
+from mvcstore.codec import (
+    DEPENDENCY_PREFIX,
+    ENCODING_CHUNKED,
+    ObjectId,
+    chain_readable_in,
+    frame,
+    frame_dependencies,
+    unframe,
+)
 from mvcstore.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -24,6 +32,7 @@ from mvcstore.errors import (
     RepositoryNotFoundError,
 )
 from mvcstore.repo import CONFIG_FILE, REPO_DIR, FsckReport, Repo
+from mvcstore.stores.base import read_frame_prefix
 
 __all__ = ["RepairReport", "repair", "find_source"]
 
@@ -112,7 +121,19 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
             if not fresh:
                 break
             tried.update(fresh)
+            lacking: set[ObjectId] = set()
             for oid in fresh:
+                reason = _fetch(repo, other, oid)
+                if reason is None:
+                    report.repaired.append(oid)
+                else:
+                    report.unrepaired[oid] = reason
+                    lacking.add(oid)
+            # an id no copy holds may be a damaged reference: a delta frame
+            # whose base id lost a bit names an object that never existed;
+            # the frames naming it are then fetched whole from the source
+            for oid in _frames_naming(repo, lacking) - tried:
+                tried.add(oid)
                 reason = _fetch(repo, other, oid)
                 if reason is None:
                     report.repaired.append(oid)
@@ -131,6 +152,24 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
         len(report.unrepaired),
     )
     return report
+
+
+def _frames_naming(repo: Repo, wanted: set[ObjectId]) -> set[ObjectId]:
+    """Return the stored objects whose frames name any of ``wanted``."""
+    found: set[ObjectId] = set()
+    if not wanted:
+        return found
+    for oid in repo.objects.iter_ids():
+        try:
+            head = read_frame_prefix(repo.objects, oid, DEPENDENCY_PREFIX)
+            if len(head) > 6 and head[6] == ENCODING_CHUNKED:
+                head = repo.objects.get_framed(oid)
+            needed = frame_dependencies(head)
+        except (CorruptObjectError, ObjectNotFoundError):
+            continue  # fsck reports it on its own
+        if wanted.intersection(needed):
+            found.add(oid)
+    return found
 
 
 def _fetch(repo: Repo, other: Repo, oid: ObjectId) -> str | None:

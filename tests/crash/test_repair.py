@@ -13,7 +13,12 @@ import pytest
 from support import assert_clean, make_graph
 
 from mvcstore import Repo
-from mvcstore.codec import FRAME_HEADER_SIZE, ObjectId, chain_readable_in
+from mvcstore.codec import (
+    DELTA_ENCODINGS,
+    FRAME_HEADER_SIZE,
+    ObjectId,
+    chain_readable_in,
+)
 from mvcstore.errors import InvalidInputError, RepositoryNotFoundError
 from mvcstore.objects import State, Tensor
 from mvcstore.repair import repair
@@ -301,3 +306,39 @@ def test_a_truncated_pack_is_repaired_whole(tmp_path: Path) -> None:
             state = repo.checkout(revision).state
             for name, array in weights(number).items():
                 assert state[name].tobytes() == array.tobytes(), revision
+
+
+def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> None:
+    # the frame then names a base no copy holds: fsck reports that id as
+    # missing, and repair fetches the frame that names it from the source
+    work, backup = tmp_path / "work", tmp_path / "backup"
+    repo = Repo.init(work, durable=False)
+    assert isinstance(repo.objects, LocalObjectStore)
+    repo.objects.use_packs = False
+    rng = np.random.default_rng(3)
+    first = rng.standard_normal(4096).astype(np.float32)
+    second = first + np.float32(1e-3) * rng.standard_normal(4096).astype(np.float32)
+    session = repo.session("a")
+    session.commit({"w": first})
+    session.commit({"w": second})
+    repo.close()
+    shutil.copytree(work, backup)
+
+    with Repo.open(work, durable=False) as repo:
+        blob = _ids(repo, "a")["blob"]
+        path = _file(repo, blob)
+        data = bytearray(path.read_bytes())
+        assert data[6] in DELTA_ENCODINGS
+        data[FRAME_HEADER_SIZE + 3] ^= 0x40
+        path.write_bytes(bytes(data))
+        problems = repo.fsck().problems
+        assert [p.kind for p in problems] == ["missing"]
+        assert problems[0].object_id != blob.hex
+
+        report = repair(repo, backup / ".mvc")
+
+        assert blob in report.repaired
+        assert report.fsck.problems == []
+        back = repo.checkout("a").state["w"]
+        assert back.tobytes() == second.tobytes()
+        assert_clean(repo)
