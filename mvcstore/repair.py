@@ -33,6 +33,7 @@ from mvcstore.errors import (
 )
 from mvcstore.repo import CONFIG_FILE, REPO_DIR, FsckReport, Repo
 from mvcstore.stores.base import read_frame_prefix
+from mvcstore.stores.local import LocalObjectStore
 
 __all__ = ["RepairReport", "repair", "find_source"]
 
@@ -108,7 +109,7 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
         )
     report = RepairReport(source=root)
     tried: set[ObjectId] = set()
-    with Repo.open(root, durable=False) as other:
+    with Repo.open_folder(root, durable=False) as other:
         for _ in range(_MAX_ROUNDS):
             found = repo.fsck()
             wanted = [
@@ -140,6 +141,10 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
                 else:
                     report.unrepaired[oid] = reason
             repo.objects.flush()
+    if isinstance(repo.objects, LocalObjectStore):
+        # an index that does not load hides its pack; once the pack's objects
+        # are all restored, the index goes and the pack is garbage
+        repo.objects.drop_damaged_indexes()
     report.fsck = repo.fsck()
     still = {p.object_id for p in report.fsck.problems if p.object_id is not None}
     report.unrepaired = {

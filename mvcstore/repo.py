@@ -411,6 +411,26 @@ class Repo:
             RepositoryFormatError: If its format is unknown or newer.
         """
         root = find_repository(Path(path) if path is not None else None)
+        return cls.open_folder(root, durable=durable)
+
+    @classmethod
+    def open_folder(
+        cls, folder: str | os.PathLike[str], *, durable: bool = True
+    ) -> Repo:
+        """Open the repository whose ``.mvc`` folder is exactly ``folder``.
+
+        Unlike ``open``, nothing is searched: the folder may have any name (a
+        backup copy of a ``.mvc`` folder, say) and must hold its config.
+
+        Raises:
+            RepositoryNotFoundError: If ``folder`` holds no repository config.
+            RepositoryFormatError: If its format is unknown or newer.
+        """
+        root = Path(folder)
+        if not (root / CONFIG_FILE).is_file():
+            raise RepositoryNotFoundError(
+                str(root), hint="give a .mvc folder made by 'mvc init'"
+            )
         config = cls._read_config(root)
         repo = cls._open_local(root, config, durable=durable)
         version = config.get("version")

@@ -487,6 +487,36 @@ class LocalObjectStore:
         garbage = sum(len(scan_records(path)) for path in self.packs.orphans())
         return faults, garbage
 
+    def drop_damaged_indexes(self) -> list[Path]:
+        """Remove each damaged pack index whose pack holds nothing unique.
+
+        A pack whose index does not load is unreadable; once every object its
+        records name is stored elsewhere (restored by repair), the index is
+        removed and the pack is left as garbage for gc, as if a crash had cut
+        it off before its index. Packs with objects found nowhere else keep
+        their index (and stay reported).
+
+        Returns:
+            The indexes removed.
+        """
+        self.packs.refresh()
+        removed: list[Path] = []
+        for name in sorted(self.packs.damaged()):
+            index = self.packs.folder / f"{name}.idx"
+            records = scan_records(self.packs.folder / f"{name}.pack")
+            # a pack that shows no records may hold what its index hid: kept
+            if not records or len(self.has_many(records)) < len(set(records)):
+                continue
+            remove_quietly(index)
+            if self.durable:
+                fsync_dir(self.packs.folder)
+            logger.warning(
+                "removed damaged pack index %s: its objects are held elsewhere", index
+            )
+            removed.append(index)
+        self.packs.refresh()
+        return removed
+
     def stale_temporaries(self, *, older_than_s: float) -> list[Path]:
         """Return temporary files, and packs without index, left by dead writers."""
         now = time.time()

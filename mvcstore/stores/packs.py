@@ -185,6 +185,9 @@ class PackSet:
         # an index removed by gc (its pack rewritten) takes its pack away
         for gone in set(self._packs) - set(names):
             self.forget(gone)
+        # a damaged index removed (repair) is no longer reported
+        for gone in set(self._damaged) - set(names):
+            del self._damaged[gone]
         fresh = [name for name in names if name not in self._packs]
         loaded = False
         for name in fresh:

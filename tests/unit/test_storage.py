@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,8 +37,10 @@ from mvcstore.errors import (
     CorruptObjectError,
     InvalidInputError,
     RepositoryFormatError,
+    RepositoryNotFoundError,
 )
 from mvcstore.objects import State, Tensor
+from mvcstore.repair import repair
 from mvcstore.repo import FORMAT_VERSION
 from mvcstore.stores.blobs import StorageOptions
 from mvcstore.stores.local import LocalObjectStore
@@ -449,6 +452,65 @@ def test_a_damaged_pack_index_is_named_and_its_objects_missing(repo: Repo) -> No
         details = [p.detail for p in report.problems if p.object_id is None]
         assert any(str(index) in detail for detail in details)
         assert any(p.kind == "missing" for p in report.problems)
+
+
+@pytest.mark.damaged
+def test_repair_drops_a_damaged_index_once_its_objects_are_restored(
+    repo: Repo, tmp_path: Path
+) -> None:
+    epochs = _commit(repo, range(2))
+    assert epochs[1].id is not None
+    repo.objects.flush()
+    backup = tmp_path / "backup"
+    shutil.copytree(repo.path, backup)
+    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
+    data = bytearray(index.read_bytes())
+    data[30] ^= 0xFF
+    index.write_bytes(bytes(data))
+
+    with Repo.open(repo.path, durable=False) as after:
+        assert after.fsck().problems != []
+        report = repair(after, backup)
+
+        assert report.fsck.problems == []
+        assert not index.exists()
+        assert index.with_suffix(".pack").exists()  # garbage now, for gc
+        _assert_epoch(after, "main~1", 0)
+        _assert_epoch(after, "main", 1)
+
+
+def test_open_folder_opens_exactly_the_folder_given(repo: Repo, tmp_path: Path) -> None:
+    _commit(repo, range(1))
+    repo.objects.flush()
+    copy = tmp_path / "copy-of-mvc"  # inside the repository's own folder
+    shutil.copytree(repo.path, copy)
+    with Repo.open_folder(copy, durable=False) as opened:
+        assert opened.path == copy
+        _assert_epoch(opened, "main", 0)
+    with pytest.raises(RepositoryNotFoundError):
+        Repo.open_folder(tmp_path / "nothing-here")
+
+
+@pytest.mark.damaged
+def test_a_damaged_index_whose_objects_are_nowhere_else_is_kept(
+    repo: Repo, tmp_path: Path
+) -> None:
+    epochs = _commit(repo, range(2))
+    assert epochs[1].id is not None
+    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
+    data = bytearray(index.read_bytes())
+    data[30] ^= 0xFF
+    index.write_bytes(bytes(data))
+    empty = Repo.init(tmp_path / "empty", durable=False)
+    empty.close()
+
+    with Repo.open(repo.path, durable=False) as after:
+        report = repair(after, tmp_path / "empty")
+
+        assert report.unrepaired
+        assert index.exists()
+        details = [p.detail for p in report.fsck.problems if p.object_id is None]
+        assert any(str(index) in detail for detail in details)
 
 
 def _write_format_1(path: Path) -> list[Epoch]:
