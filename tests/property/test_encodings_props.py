@@ -289,3 +289,55 @@ def test_a_plane_of_small_values_is_packed_and_reads_back(
 
 def _corrupt(reason: str) -> CorruptObjectError:
     return CorruptObjectError(None, reason)
+
+
+def test_a_chain_decodes_whatever_depths_its_members_declare() -> None:
+    # two writers storing the same new blob at once may leave frames of
+    # different depths for one id; every frame decodes to the same bytes
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(256).astype(np.float32)
+    y = x + np.float32(1e-3)
+    z = y * np.float32(1.001)
+    source = DictSource()
+    x_id = source.put(x, join_parts(planes_frame(as_bytes(x), 4)))
+    y_id = source.put(
+        y, join_parts(diff_frame(as_bytes(y), as_bytes(x), base=x_id, depth=1, width=4))
+    )
+    # the writer of z believed y whole: depth 1 over a base of depth 1
+    z_frame = join_parts(
+        diff_frame(as_bytes(z), as_bytes(y), base=y_id, depth=1, width=4)
+    )
+    z_id = source.put(z, z_frame)
+    out = np.empty(z.nbytes, dtype=np.uint8)
+    decode_into(z_id, out, source)
+    assert out.tobytes() == z.tobytes()
+    # and one that believed y three deep
+    deep = join_parts(diff_frame(as_bytes(z), as_bytes(y), base=y_id, depth=4, width=4))
+    source.frames[z_id] = deep
+    decode_into(z_id, out, source)
+    assert out.tobytes() == z.tobytes()
+
+
+def test_a_chain_longer_than_255_deltas_is_refused() -> None:
+    base = np.zeros(64, dtype=np.float32)
+    source = DictSource()
+    previous = source.put(base, join_parts(planes_frame(as_bytes(base), 4)))
+    current = base
+    for step in range(256):
+        following = current + np.float32(1.0)
+        previous = source.put(
+            following,
+            join_parts(
+                diff_frame(
+                    as_bytes(following),
+                    as_bytes(current),
+                    base=previous,
+                    depth=min(step + 1, 255),
+                    width=4,
+                )
+            ),
+        )
+        current = following
+    out = np.empty(current.nbytes, dtype=np.uint8)
+    with pytest.raises(CorruptObjectError, match="longer than 255"):
+        decode_into(previous, out, source)
