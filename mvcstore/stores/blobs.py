@@ -745,7 +745,6 @@ class DeltaCache:
         self._valid = True
         self._entries: dict[tuple[str, str], CachedTensor] = {}
         self._staged: dict[tuple[str, str], CachedTensor] = {}
-        self._reserved = 0
 
     def begin(self, base: ObjectId | None) -> None:
         """Start a commit on ``base``: keep the entries only if they are its."""
@@ -756,8 +755,13 @@ class DeltaCache:
 
     @property
     def nbytes(self) -> int:
-        """The bytes of tensor data held."""
-        return sum(entry.data.size for entry in self._entries.values())
+        """The bytes of memory the cached tensors keep alive.
+
+        A buffer cut from a larger allocation (the first fill's single one,
+        or a pruned tensor's old buffer) keeps all of it alive, so this counts
+        allocations, not tensor sizes.
+        """
+        return _held(entry.data for entry in self._entries.values())
 
     def get(self, key: tuple[str, str]) -> CachedTensor | None:
         """Return the cached tensor under ``key``, if any."""
@@ -776,31 +780,41 @@ class DeltaCache:
     ) -> list[Bytes | None]:
         """Return where to keep each of a commit's tensors (None: over the limit).
 
-        Same-size buffers are reused, and so are larger ones for a tensor
-        whose shape shrank (pruning). On a first fill (no buffer to reuse)
-        they are cut from one allocation, which the kernel can back with huge
-        pages: a fresh buffer per tensor costs a page fault per 4 KiB.
+        Same-size buffers are reused, and so is the buffer of a tensor whose
+        shape shrank by at most half (pruning). What stays alive counts
+        against the limit as whole allocations (``nbytes``). On a first fill
+        (no buffer to reuse) they are cut from one allocation, which the
+        kernel can back with huge pages: a fresh buffer per tensor costs a
+        page fault per 4 KiB.
         """
         out: list[Bytes | None] = []
-        fresh: list[tuple[int, int]] = []
+        pending: list[tuple[int, int]] = []
         for key, size in wanted:
             current = self._entries.get(key)
             if current is not None:
                 if current.data.size == size:
                     out.append(current.data)
                     continue
-                # a new shape: the old bytes can serve as no base, free them first
+                # a new shape: the old bytes can serve as no base
                 del self._entries[key]
-                self._reserved -= current.data.size
-                if size < current.data.size and self._reserved + size <= self.limit:
-                    # a smaller shape (a pruned tensor): its old memory serves
-                    self._reserved += size
+                if size < current.data.size <= 2 * size:
+                    # a little smaller (a pruned tensor): its old memory serves
                     out.append(current.data[:size])
                     continue
             out.append(None)
-            if self._reserved + size <= self.limit:
-                self._reserved += size
-                fresh.append((len(out) - 1, size))
+            pending.append((len(out) - 1, size))
+        # what stays alive counts against the limit: the other entries, those
+        # staged by this commit, and the allocations reused above
+        budget = self.limit - _held(
+            [entry.data for entry in self._entries.values()]
+            + [entry.data for entry in self._staged.values()]
+            + [buffer for buffer in out if buffer is not None]
+        )
+        fresh: list[tuple[int, int]] = []
+        for index, size in pending:
+            if size <= budget:
+                budget -= size
+                fresh.append((index, size))
         if fresh and len(fresh) == len(wanted):
             # a first fill: one allocation, freed only when every part is
             arena = np.empty(sum(_aligned(size) for _, size in fresh), dtype=np.uint8)
@@ -820,7 +834,6 @@ class DeltaCache:
     def publish(self, epoch: ObjectId) -> None:
         """Make the staged tensors the cache of ``epoch``; drop the others."""
         self._entries, self._staged = self._staged, {}
-        self._reserved = self.nbytes
         self.epoch = epoch
         self._valid = True
 
@@ -828,9 +841,19 @@ class DeltaCache:
         """Forget everything (after a failed commit overwrote some buffers)."""
         self._entries = {}
         self._staged = {}
-        self._reserved = 0
         self.epoch = None
         self._valid = False
+
+
+def _held(buffers: Iterable[Bytes]) -> int:
+    # the bytes of the distinct allocations that ``buffers`` are views of
+    owners: dict[int, int] = {}
+    for buffer in buffers:
+        owner: Bytes = buffer
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        owners[id(owner)] = owner.nbytes
+    return sum(owners.values())
 
 
 def _aligned(size: int) -> int:

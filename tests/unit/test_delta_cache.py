@@ -52,7 +52,7 @@ def test_later_fills_reuse_same_sizes_and_replace_new_shapes() -> None:
         assert buffer is not None
         cache.stage(("", name), _entry(buffer))
     cache.publish(_entry(first[0]).blob)
-    assert cache.nbytes == 140
+    assert cache.nbytes == 128 + 64 + 8  # the first fill's allocation, and c
 
     # a grown one gets a fresh buffer
     third = cache.buffers_for([(("", "a"), 100), (("", "b"), 48), (("", "c"), 8)])
@@ -67,3 +67,33 @@ def test_tensors_beyond_the_limit_get_no_buffer() -> None:
 
     assert buffers[0] is not None and buffers[1] is None
     assert buffers[2] is not None and buffers[2].size == 50
+
+
+def _fill(cache: DeltaCache, sizes: dict[str, int]) -> list[np.ndarray | None]:
+    cache.begin(cache.epoch)
+    buffers = cache.buffers_for([(("", name), size) for name, size in sizes.items()])
+    for name, buffer in zip(sizes, buffers, strict=True):
+        if buffer is not None:
+            cache.stage(("", name), _entry(buffer))
+    cache.publish(ObjectId(bytes(32)))
+    return buffers
+
+
+def test_memory_kept_alive_stays_within_the_limit_as_tensors_shrink() -> None:
+    # a shrunk tensor's slice keeps its whole old buffer alive: that counts
+    cache = DeltaCache(1000)
+    _fill(cache, {"a": 900})
+    assert cache.nbytes == 960  # one allocation, 64-byte aligned
+    buffers = _fill(cache, {"a": 500, "b": 800})
+    old = buffers[0]
+    assert old is not None  # reused: 500 of 900
+    assert buffers[1] is None  # no room beside the 960 kept alive
+    assert cache.nbytes <= 1000
+    buffers = _fill(cache, {"a": 100, "b": 800})
+    # a shrank by more than half: new memory, the old buffer is let go
+    assert buffers[0] is not None and not np.shares_memory(buffers[0], old)
+    assert buffers[1] is not None
+    assert cache.nbytes == 128 + 832  # one new allocation for both
+    for sizes in ({"a": 90, "b": 700, "c": 300}, {"a": 80, "b": 600, "c": 300}):
+        _fill(cache, sizes)
+        assert cache.nbytes <= 1000
