@@ -1,10 +1,11 @@
 """The compiled helpers of ``mvcstore/_kernels.c``, where they were built.
 
-pip builds the extension with the package when a C compiler is at hand. Where
-it is missing, or where the environment variable ``MVCSTORE_NO_KERNELS`` is
-set, ``kernels`` is None and every caller runs its NumPy code instead, which
-writes the same bytes (the C loops are tested against it); only the speed
-differs.
+pip builds the extension with the package when a C compiler is at hand.
+Where it is missing, or where the environment variable ``MVCSTORE_NO_KERNELS``
+is set to anything but ``0``, ``false``, ``no``, ``off`` or nothing (it is
+read once, when mvcstore is imported), ``kernels`` is None and every caller
+runs its NumPy code instead, which writes the same bytes (the C loops are
+tested against it); only the speed differs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from types import ModuleType
 
 __all__ = ["kernels", "start_writeback"]
 
+_UNSET = ("", "0", "false", "no", "off")
+"""Values of ``MVCSTORE_NO_KERNELS`` that leave the extension on."""
+
 kernels: ModuleType | None
 try:
     kernels = importlib.import_module("mvcstore._kernels")
 except ImportError:  # built without a compiler
     kernels = None
-if os.environ.get("MVCSTORE_NO_KERNELS"):
+if os.environ.get("MVCSTORE_NO_KERNELS", "").strip().lower() not in _UNSET:
     kernels = None
 
 
