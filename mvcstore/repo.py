@@ -1270,9 +1270,9 @@ class Repo:
         # each object records the epoch that needs it and the ref that reaches
         # it, so a damaged blob names its session as well as its epochs
         name = short_name(ref)
-        stack: list[tuple[ObjectId, str]] = [(head, name)]
+        stack: list[tuple[ObjectId, str, ObjectId | None]] = [(head, name, None)]
         while stack:
-            oid, owner = stack.pop()
+            oid, owner, parent = stack.pop()
             owners = reached.setdefault(oid, set())
             if owner in owners and name in owners:
                 continue
@@ -1280,9 +1280,14 @@ class Repo:
             obj = valid.get(oid)
             if obj is None:
                 if oid not in bad:
-                    bad[oid] = FsckProblem(
-                        "missing", oid.hex, f"object {oid.hex} is missing"
-                    )
+                    detail = f"object {oid.hex} is missing"
+                    if parent is not None and isinstance(valid.get(parent), Blob):
+                        # a delta base or chunk: the id may be a damaged one
+                        detail += (
+                            f", named by the frame of blob {parent.hex} (if no"
+                            " copy holds it, that frame may be damaged)"
+                        )
+                    bad[oid] = FsckProblem("missing", oid.hex, detail)
                 continue
             label = f"epoch {oid.short()}" if isinstance(obj, Epoch) else owner
             try:
@@ -1291,7 +1296,7 @@ class Repo:
                 bad.setdefault(oid, FsckProblem("corrupt", oid.hex, exc.message))
                 continue
             for child in children:
-                stack.append((child, label))
+                stack.append((child, label, oid))
 
     def _database_problems(self) -> list[FsckProblem]:
         problems = []

@@ -334,6 +334,7 @@ def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> No
         problems = repo.fsck().problems
         assert [p.kind for p in problems] == ["missing"]
         assert problems[0].object_id != blob.hex
+        assert f"named by the frame of blob {blob.hex}" in problems[0].detail
 
         report = repair(repo, backup / ".mvc")
 
