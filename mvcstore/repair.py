@@ -141,11 +141,14 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
                 else:
                     report.unrepaired[oid] = reason
             repo.objects.flush()
-    if isinstance(repo.objects, LocalObjectStore):
-        # an index that does not load hides its pack; once the pack's objects
-        # are all restored, the index goes and the pack is garbage
-        repo.objects.drop_damaged_indexes()
     report.fsck = repo.fsck()
+    if isinstance(repo.objects, LocalObjectStore):
+        # an index that does not load hides its pack; once every object of
+        # the pack is restored and checks out, the index goes and the pack is
+        # garbage (see ``drop_damaged_indexes`` for every condition)
+        troubled = {p.object_id for p in report.fsck.problems if p.object_id}
+        if repo.objects.drop_damaged_indexes(troubled=troubled):
+            report.fsck = repo.fsck()
     still = {p.object_id for p in report.fsck.problems if p.object_id is not None}
     report.unrepaired = {
         oid: why for oid, why in report.unrepaired.items() if oid.hex in still

@@ -812,8 +812,9 @@ class DeltaCache:
         )
         fresh: list[tuple[int, int]] = []
         for index, size in pending:
-            if size <= budget:
-                budget -= size
+            # charged as the first fill's single allocation would cut it
+            if _aligned(size) <= budget:
+                budget -= _aligned(size)
                 fresh.append((index, size))
         if fresh and len(fresh) == len(wanted):
             # a first fill: one allocation, freed only when every part is

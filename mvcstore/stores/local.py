@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from pathlib import Path
 from typing import Final
 
@@ -53,6 +53,7 @@ from mvcstore.stores.packs import (
     decode_index,
     fsync_dir,
     remove_quietly,
+    scan_pack,
     scan_records,
 )
 
@@ -487,14 +488,15 @@ class LocalObjectStore:
         garbage = sum(len(scan_records(path)) for path in self.packs.orphans())
         return faults, garbage
 
-    def drop_damaged_indexes(self) -> list[Path]:
+    def drop_damaged_indexes(self, *, troubled: Set[str] = frozenset()) -> list[Path]:
         """Remove each damaged pack index whose pack holds nothing unique.
 
-        A pack whose index does not load is unreadable; once every object its
-        records name is stored elsewhere (restored by repair), the index is
-        removed and the pack is left as garbage for gc, as if a crash had cut
-        it off before its index. Packs with objects found nowhere else keep
-        their index (and stay reported).
+        A pack whose index does not load is unreadable. Its index is removed,
+        leaving the pack as garbage for gc (as if a crash had cut it off
+        before its index), only when its records read without the index run
+        whole to the end of the file, every id they name is stored elsewhere,
+        and none of those ids is in ``troubled`` (the ids fsck still reports
+        after a repair). Any doubt keeps the index, and the pack reported.
 
         Returns:
             The indexes removed.
@@ -503,15 +505,20 @@ class LocalObjectStore:
         removed: list[Path] = []
         for name in sorted(self.packs.damaged()):
             index = self.packs.folder / f"{name}.idx"
-            records = scan_records(self.packs.folder / f"{name}.pack")
-            # a pack that shows no records may hold what its index hid: kept
-            if not records or len(self.has_many(records)) < len(set(records)):
+            records, whole = scan_pack(self.packs.folder / f"{name}.pack")
+            ids = set(records)
+            if (
+                not whole
+                or not ids
+                or len(self.has_many(ids)) < len(ids)
+                or any(oid.hex in troubled for oid in ids)
+            ):
                 continue
             remove_quietly(index)
             if self.durable:
                 fsync_dir(self.packs.folder)
             logger.warning(
-                "removed damaged pack index %s: its objects are held elsewhere", index
+                "removed damaged pack index %s: its objects are elsewhere", index
             )
             removed.append(index)
         self.packs.refresh()

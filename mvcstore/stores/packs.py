@@ -41,6 +41,7 @@ __all__ = [
     "PackWriter",
     "INDEX_TMP_PREFIX",
     "scan_records",
+    "scan_pack",
     "encode_index",
     "decode_index",
     "fsync_dir",
@@ -384,24 +385,34 @@ def scan_records(path: Path) -> list[ObjectId]:
     Used to count what a pack without an index holds; stops at the first
     incomplete or malformed record.
     """
+    return scan_pack(path)[0]
+
+
+def scan_pack(path: Path) -> tuple[list[ObjectId], bool]:
+    """Return the ids of a pack's records, read without its index, and more.
+
+    The flag says whether the records run exactly to the end of the file:
+    none cut short, and none misread (a damaged length would not land on
+    the end).
+    """
     found: list[ObjectId] = []
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             head = handle.read(PACK_HEADER_SIZE)
             if len(head) < PACK_HEADER_SIZE or head[:4] != PACK_MAGIC:
-                return found
+                return found, False
             position = PACK_HEADER_SIZE
             while position + RECORD_HEADER_SIZE <= size:
                 raw, length = _RECORD.unpack(handle.read(RECORD_HEADER_SIZE))
                 position += RECORD_HEADER_SIZE + length
                 if position > size:
-                    break
+                    return found, False
                 found.append(ObjectId(raw))
                 handle.seek(position)
     except OSError:
-        return found
-    return found
+        return found, False
+    return found, position == size
 
 
 class PackWriter:

@@ -61,7 +61,7 @@ def test_later_fills_reuse_same_sizes_and_replace_new_shapes() -> None:
 
 
 def test_tensors_beyond_the_limit_get_no_buffer() -> None:
-    cache = DeltaCache(150)
+    cache = DeltaCache(200)  # 128 + 64: parts are rounded up to 64 bytes
 
     buffers = cache.buffers_for([(("", "a"), 100), (("", "b"), 100), (("", "c"), 50)])
 
@@ -97,3 +97,11 @@ def test_memory_kept_alive_stays_within_the_limit_as_tensors_shrink() -> None:
     for sizes in ({"a": 90, "b": 700, "c": 300}, {"a": 80, "b": 600, "c": 300}):
         _fill(cache, sizes)
         assert cache.nbytes <= 1000
+
+
+def test_many_small_tensors_stay_within_the_limit() -> None:
+    # each part of the first fill's allocation is rounded up to 64 bytes
+    cache = DeltaCache(4096)
+    buffers = _fill(cache, {f"t{index}": 4 for index in range(1000)})
+    assert sum(buffer is not None for buffer in buffers) == 4096 // 64
+    assert cache.nbytes <= 4096

@@ -479,6 +479,39 @@ def test_repair_drops_a_damaged_index_once_its_objects_are_restored(
         _assert_epoch(after, "main", 1)
 
 
+@pytest.mark.damaged
+def test_a_damaged_index_stays_when_its_pack_does_not_read_whole(
+    repo: Repo, tmp_path: Path
+) -> None:
+    # a record header damaged too: what lies past it is unknown, so the
+    # index is kept (and reported) even when every record before it is restored
+    epochs = _commit(repo, range(2))
+    assert epochs[1].id is not None
+    repo.objects.flush()
+    backup = tmp_path / "backup"
+    shutil.copytree(repo.path, backup)
+    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
+    pack = index.with_suffix(".pack")
+    data = bytearray(index.read_bytes())
+    data[30] ^= 0xFF
+    index.write_bytes(bytes(data))
+    body = bytearray(pack.read_bytes())
+    records = packs_module.scan_records(pack)
+    assert len(records) > 1
+    # the top byte of the last record's length (8 bytes, little-endian)
+    last = body.rfind(records[-1].raw)
+    body[last + 32 + 7] ^= 0x01
+    pack.write_bytes(bytes(body))
+    assert packs_module.scan_pack(pack)[1] is False
+
+    with Repo.open(repo.path, durable=False) as after:
+        report = repair(after, backup)
+
+        assert index.exists()
+        details = [p.detail for p in report.fsck.problems if p.object_id is None]
+        assert any(str(index) in detail for detail in details)
+
+
 def test_open_folder_opens_exactly_the_folder_given(repo: Repo, tmp_path: Path) -> None:
     _commit(repo, range(1))
     repo.objects.flush()
