@@ -49,9 +49,12 @@ class MvcError(Exception):
 class RepositoryNotFoundError(MvcError):
     """No repository exists where one was looked for."""
 
-    def __init__(self, path: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, path: str, *, hint: str | None = None, searched: bool = True
+    ) -> None:
+        where = f"{path} or any parent folder" if searched else path
         super().__init__(
-            f"no mvcstore repository found at {path} or any parent folder",
+            f"no mvcstore repository found at {where}",
             hint=hint or "run 'mvc init' to create one, or set MVC_DIR",
         )
         self.path = path

@@ -82,7 +82,9 @@ def find_source(source: str | Path) -> Path:
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     raise RepositoryNotFoundError(
-        text, hint="give the folder of another copy of this repository"
+        text,
+        hint="give the folder of another copy of this repository",
+        searched=False,
     )
 
 

@@ -429,7 +429,7 @@ class Repo:
         root = Path(folder)
         if not (root / CONFIG_FILE).is_file():
             raise RepositoryNotFoundError(
-                str(root), hint="give a .mvc folder made by 'mvc init'"
+                str(root), hint="give a .mvc folder made by 'mvc init'", searched=False
             )
         config = cls._read_config(root)
         repo = cls._open_local(root, config, durable=durable)

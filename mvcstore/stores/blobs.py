@@ -103,9 +103,11 @@ class StorageOptions:
         max_delta_depth: Longest chain of deltas (0: no deltas). A tensor
             whose parent is at this depth is stored against the parent's own
             base instead, so with 1 every epoch is one delta against the last
-            full copy. Reading an epoch decodes up to this many deltas per
-            blob. A new full copy is made when a delta grows to 0.8 of the
-            full copy it is against, and in every ``full_every``-th epoch.
+            full copy. Reading an epoch decodes this many deltas per blob at
+            most, unless two processes stored the same new blob at once
+            with frames of different depths (format.md 5.4). A new full
+            copy is made when a delta grows to 0.8 of the full copy it is
+            against, and in every ``full_every``-th epoch.
         full_every: Epochs 1, 1 + n, 1 + 2n... of a line (by their number)
             store every tensor whole, except those whose parent's tensor is
             stored whole already (0: full copies only by size). The further

@@ -251,7 +251,9 @@ class LocalObjectStore:
                 # gc rewrote the pack since this store loaded it: look again
                 self.packs.refresh()
                 moved = self.packs.locate(oid)
-                if moved is None:
+                if moved is None or not moved.pack.exists():
+                    # gone for good (or its pack file was deleted by hand
+                    # while its index stayed): missing, which repair restores
                     raise ObjectNotFoundError(
                         oid.hex, location=str(found.pack)
                     ) from None
@@ -344,13 +346,23 @@ class LocalObjectStore:
         old_pack, old_index = folder / f"{name}.pack", folder / f"{name}.idx"
         try:
             entries, _ = decode_index(old_index.read_bytes(), where=str(old_index))
-            mtime = old_pack.stat().st_mtime
         except FileNotFoundError:
             return
         except OSError as exc:
             raise BackendUnavailableError(
                 self.location, f"cannot read {old_index}: {exc.strerror or exc}"
             ) from exc
+        try:
+            mtime = old_pack.stat().st_mtime
+        except FileNotFoundError:
+            # the pack file is gone and its index names nothing readable: the
+            # index goes too, so that its objects can be stored again
+            logger.warning("pack %s is missing: removing its index", old_pack)
+            self.packs.forget(name)
+            remove_quietly(old_index)
+            if self.durable:
+                fsync_dir(folder)
+            return
         keep = sorted(
             ((raw, where) for raw, where in entries.items() if raw not in doomed),
             key=lambda item: item[1][0],

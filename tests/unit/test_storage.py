@@ -36,6 +36,7 @@ from mvcstore.errors import (
     BackendUnavailableError,
     CorruptObjectError,
     InvalidInputError,
+    ObjectNotFoundError,
     RepositoryFormatError,
     RepositoryNotFoundError,
 )
@@ -510,6 +511,32 @@ def test_a_damaged_index_stays_when_its_pack_does_not_read_whole(
         assert index.exists()
         details = [p.detail for p in report.fsck.problems if p.object_id is None]
         assert any(str(index) in detail for detail in details)
+
+
+@pytest.mark.damaged
+def test_a_pack_file_deleted_under_its_index_is_reported_and_repaired(
+    repo: Repo, tmp_path: Path
+) -> None:
+    epochs = _commit(repo, range(2))
+    assert epochs[1].id is not None
+    repo.objects.flush()
+    backup = tmp_path / "backup"
+    shutil.copytree(repo.path, backup)
+    pack = stored_region(repo, epochs[1].id).path
+    pack.unlink()
+
+    with Repo.open(repo.path, durable=False) as after:
+        found = after.fsck()  # reports, does not stop at the first read
+        assert any(p.object_id == epochs[1].id.hex for p in found.problems)
+        with pytest.raises(ObjectNotFoundError):
+            after.checkout("main")
+
+        report = repair(after, backup)
+
+        assert report.fsck.problems == []
+        assert not pack.with_suffix(".idx").exists()
+        _assert_epoch(after, "main~1", 0)
+        _assert_epoch(after, "main", 1)
 
 
 def test_open_folder_opens_exactly_the_folder_given(repo: Repo, tmp_path: Path) -> None:
