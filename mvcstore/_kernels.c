@@ -337,77 +337,66 @@ PyDoc_STRVAR(pack_doc,
 "Pack bytes below 2**bits (bits 1, 2 or 4), 8 / bits to a byte, least\n"
 "significant first, into out (exactly ceil(len(data) * bits / 8) bytes).");
 
-static PyObject *
-kernels_pack(PyObject *self, PyObject *args)
-{
-    Py_buffer data = {0}, out = {0};
-    int bits;
-    PyObject *result = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*iw*", &data, &bits, &out))
-        return NULL;
-    if (check_bits(bits) < 0)
-        goto done;
-    Py_ssize_t per = 8 / bits, needed = (data.len + per - 1) / per;
-    if (out.len != needed) {
-        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, %zd are needed",
-                     out.len, needed);
-        goto done;
-    }
-    {
-        const uint8_t *d = data.buf;
-        uint8_t *o = out.buf;
-        Py_ssize_t size = data.len;
-        Py_BEGIN_ALLOW_THREADS
-        if (bits == 1) pack_1(d, size, o);
-        else if (bits == 2) pack_2(d, size, o);
-        else pack_4(d, size, o);
-        Py_END_ALLOW_THREADS
-    }
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&out);
-    return result;
-}
-
 PyDoc_STRVAR(unpack_doc,
 "unpack(packed, bits, out)\n--\n\n"
 "Undo pack: fill out with the values packed 8 / bits to a byte (packed\n"
 "holds exactly ceil(len(out) * bits / 8) bytes).");
 
+/* pack and unpack: `source` and `out` as parsed; the packed side must hold
+ * exactly ceil(n * bits / 8) bytes for the n values of the other side. */
 static PyObject *
-kernels_unpack(PyObject *self, PyObject *args)
+pack_or_unpack(PyObject *args, int unpacking)
 {
-    Py_buffer packed = {0}, out = {0};
+    Py_buffer source = {0}, out = {0};
     int bits;
     PyObject *result = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*iw*", &packed, &bits, &out))
+    if (!PyArg_ParseTuple(args, "y*iw*", &source, &bits, &out))
         return NULL;
     if (check_bits(bits) < 0)
         goto done;
-    Py_ssize_t per = 8 / bits, needed = (out.len + per - 1) / per;
-    if (packed.len != needed) {
-        PyErr_Format(PyExc_ValueError, "packed holds %zd bytes, %zd are needed",
-                     packed.len, needed);
+    Py_ssize_t per = 8 / bits;
+    Py_ssize_t values = unpacking ? out.len : source.len;
+    Py_ssize_t packed = unpacking ? source.len : out.len;
+    Py_ssize_t needed = (values + per - 1) / per;
+    if (packed != needed) {
+        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, %zd are needed",
+                     unpacking ? "packed" : "out", packed, needed);
         goto done;
     }
     {
-        const uint8_t *p = packed.buf;
+        const uint8_t *in = source.buf;
         uint8_t *o = out.buf;
-        Py_ssize_t size = out.len;
         Py_BEGIN_ALLOW_THREADS
-        if (bits == 1) unpack_1(p, o, size);
-        else if (bits == 2) unpack_2(p, o, size);
-        else unpack_4(p, o, size);
+        if (unpacking) {
+            if (bits == 1) unpack_1(in, o, values);
+            else if (bits == 2) unpack_2(in, o, values);
+            else unpack_4(in, o, values);
+        } else {
+            if (bits == 1) pack_1(in, values, o);
+            else if (bits == 2) pack_2(in, values, o);
+            else pack_4(in, values, o);
+        }
         Py_END_ALLOW_THREADS
     }
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&packed);
+    PyBuffer_Release(&source);
     PyBuffer_Release(&out);
     return result;
+}
+
+static PyObject *
+kernels_pack(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return pack_or_unpack(args, 0);
+}
+
+static PyObject *
+kernels_unpack(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return pack_or_unpack(args, 1);
 }
 
 PyDoc_STRVAR(writeback_doc,

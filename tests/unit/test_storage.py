@@ -455,19 +455,30 @@ def test_a_damaged_pack_index_is_named_and_its_objects_missing(repo: Repo) -> No
         assert any(p.kind == "missing" for p in report.problems)
 
 
-@pytest.mark.damaged
-def test_repair_drops_a_damaged_index_once_its_objects_are_restored(
-    repo: Repo, tmp_path: Path
-) -> None:
+def _backed_up_pack(repo: Repo, tmp_path: Path) -> tuple[list[Epoch], Path, Path]:
+    # two epochs committed, a copy of the repository, and the pack of the second
     epochs = _commit(repo, range(2))
     assert epochs[1].id is not None
     repo.objects.flush()
     backup = tmp_path / "backup"
     shutil.copytree(repo.path, backup)
-    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
+    return epochs, backup, stored_region(repo, epochs[1].id).path
+
+
+def _damage_index(pack: Path) -> Path:
+    index = pack.with_suffix(".idx")
     data = bytearray(index.read_bytes())
     data[30] ^= 0xFF
     index.write_bytes(bytes(data))
+    return index
+
+
+@pytest.mark.damaged
+def test_repair_drops_a_damaged_index_once_its_objects_are_restored(
+    repo: Repo, tmp_path: Path
+) -> None:
+    _, backup, pack = _backed_up_pack(repo, tmp_path)
+    index = _damage_index(pack)
 
     with Repo.open(repo.path, durable=False) as after:
         assert after.fsck().problems != []
@@ -486,16 +497,8 @@ def test_a_damaged_index_stays_when_its_pack_does_not_read_whole(
 ) -> None:
     # a record header damaged too: what lies past it is unknown, so the
     # index is kept (and reported) even when every record before it is restored
-    epochs = _commit(repo, range(2))
-    assert epochs[1].id is not None
-    repo.objects.flush()
-    backup = tmp_path / "backup"
-    shutil.copytree(repo.path, backup)
-    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
-    pack = index.with_suffix(".pack")
-    data = bytearray(index.read_bytes())
-    data[30] ^= 0xFF
-    index.write_bytes(bytes(data))
+    _, backup, pack = _backed_up_pack(repo, tmp_path)
+    index = _damage_index(pack)
     body = bytearray(pack.read_bytes())
     records = packs_module.scan_records(pack)
     assert len(records) > 1
@@ -517,12 +520,7 @@ def test_a_damaged_index_stays_when_its_pack_does_not_read_whole(
 def test_a_pack_file_deleted_under_its_index_is_reported_and_repaired(
     repo: Repo, tmp_path: Path
 ) -> None:
-    epochs = _commit(repo, range(2))
-    assert epochs[1].id is not None
-    repo.objects.flush()
-    backup = tmp_path / "backup"
-    shutil.copytree(repo.path, backup)
-    pack = stored_region(repo, epochs[1].id).path
+    epochs, backup, pack = _backed_up_pack(repo, tmp_path)
     pack.unlink()
 
     with Repo.open(repo.path, durable=False) as after:
