@@ -852,9 +852,11 @@ def readable_in(data: bytes | memoryview, format_version: int) -> bool:
     Raises:
         CorruptObjectError: If the frame does not parse.
     """
-    if format_version >= 3:
-        return True
-    layout = parse_frame(data)
+    return format_version >= 3 or _layout_readable_in(parse_frame(data), format_version)
+
+
+def _layout_readable_in(layout: FrameLayout, format_version: int) -> bool:
+    # formats 1 and 2 (format 3 reads every frame)
     if format_version < 2:
         return layout.encoding in (ENCODING_RAW, ENCODING_ZSTD)
     if layout.encoding == ENCODING_DIFF:
@@ -879,9 +881,9 @@ def chain_readable_in(
         return True
     current = data
     for _ in range(MAX_DELTA_DEPTH + 1):
-        if not readable_in(current, format_version):
-            return False
         layout = parse_frame(current)
+        if not _layout_readable_in(layout, format_version):
+            return False
         if layout.encoding not in DELTA_ENCODINGS or layout.base is None:
             return True
         current = source.get_framed(layout.base)

@@ -54,7 +54,6 @@ __all__ = [
     "join_planes",
     "section_planes",
     "compiled_kernels",
-    "xor_into",
     "find_bit_pattern",
     "pack_bits",
     "unpack_bits_into",
@@ -62,9 +61,7 @@ __all__ = [
     "section_header",
     "read_sections",
     "check_section_size",
-    "section_into",
     "section_bytes",
-    "xor_section_into",
     "zstd_decompress",
     "zstd_decompress_into",
 ]
@@ -198,9 +195,7 @@ def split_planes(data: Bytes, width: int, *, into: Bytes | None = None) -> list[
     if width == 1:
         return [data]
     if _kernels is not None:
-        out = _planes_buffer(into, width, data.size // width)
-        _kernels.split(_contiguous(data), None, width, out, _SPLIT_PLAIN)
-        return list(out)
+        return _fused_split(_kernels, data, None, width, into, _SPLIT_PLAIN)
     kind = _UINT_BY_WIDTH[width]
     values: npt.NDArray[np.unsignedinteger] = data.view(kind)
     out = _planes_buffer(into, width, values.size)
@@ -234,10 +229,9 @@ def xor_planes(
 
     ``into`` is as for ``split_planes``.
     """
-    out = _planes_buffer(into, width, new.size // width)
     if _kernels is not None:
-        _kernels.split(_contiguous(new), _contiguous(old), width, out, _SPLIT_XOR)
-        return list(out)
+        return _fused_split(_kernels, new, old, width, into, _SPLIT_XOR)
+    out = _planes_buffer(into, width, new.size // width)
     if width == 1:
         return [np.bitwise_xor(new, old, out=out[0])]
     a, b = new.reshape(-1, width), old.reshape(-1, width)
@@ -266,9 +260,7 @@ def diff_planes(
         ``width`` contiguous arrays of ``len(new) // width`` bytes.
     """
     if _kernels is not None:
-        out = _planes_buffer(into, width, new.size // width)
-        _kernels.split(_contiguous(new), _contiguous(old), width, out, _SPLIT_DIFF)
-        return list(out)
+        return _fused_split(_kernels, new, old, width, into, _SPLIT_DIFF)
     kind = _INT_BY_WIDTH[width]
     a, b = new.view(kind), old.view(kind)
     count = a.size
@@ -286,6 +278,21 @@ def diff_planes(
         np.left_shift(d, 1, out=d)
         np.bitwise_xor(d, s, out=d)
         _split_step(d.view(shifted.dtype), out, start, shifted)
+    return list(out)
+
+
+def _fused_split(
+    kernels: ModuleType,
+    new: Bytes,
+    old: Bytes | None,
+    width: int,
+    into: Bytes | None,
+    mode: int,
+) -> list[Bytes]:
+    # the C loop of split_planes, xor_planes or diff_planes
+    out = _planes_buffer(into, width, new.size // width)
+    base = None if old is None else _contiguous(old)
+    kernels.split(_contiguous(new), base, width, out, mode)
     return list(out)
 
 
@@ -383,11 +390,6 @@ def add_zigzag_into(mapped: Bytes, width: int, out: Bytes) -> None:
         np.right_shift(z, 1, out=z)
         np.bitwise_xor(z, bit, out=z)
         np.add(target[start:end], z, out=target[start:end])
-
-
-def xor_into(target: Bytes, other: Bytes) -> None:
-    """XOR ``other`` into ``target`` in place (equal lengths)."""
-    np.bitwise_xor(target, other, out=target)
 
 
 def find_bit_pattern(data: Bytes, width: int) -> bytes | None:
@@ -728,27 +730,6 @@ def _packed_parts(
         raise corrupt("a packed section has no valid bit width")
     bits = section.body[0]
     return bits, section.body[1:], -(-length // (8 // bits))
-
-
-def section_into(
-    section: Section,
-    out: Bytes,
-    corrupt: Callable[[str], CorruptObjectError],
-) -> None:
-    """Decode a section into ``out``, whose length is the section's length."""
-    if section.method == SECTION_ZSTD:
-        zstd_decompress_into(section.body, out, corrupt)
-    else:
-        np.copyto(out, section_bytes(section, out.size, corrupt))
-
-
-def xor_section_into(
-    section: Section,
-    out: Bytes,
-    corrupt: Callable[[str], CorruptObjectError],
-) -> None:
-    """XOR a section's bytes into ``out``, whose length is the section's length."""
-    np.bitwise_xor(out, section_bytes(section, out.size, corrupt), out=out)
 
 
 def zstd_decompress_into(

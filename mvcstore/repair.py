@@ -124,24 +124,13 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
             if not fresh:
                 break
             tried.update(fresh)
-            lacking: set[ObjectId] = set()
-            for oid in fresh:
-                reason = _fetch(repo, other, oid)
-                if reason is None:
-                    report.repaired.append(oid)
-                else:
-                    report.unrepaired[oid] = reason
-                    lacking.add(oid)
+            lacking = {oid for oid in fresh if not _restore(repo, other, oid, report)}
             # an id no copy holds may be a damaged reference: a delta frame
             # whose base id lost a bit names an object that never existed;
             # the frames naming it are then fetched whole from the source
             for oid in _frames_naming(repo, lacking) - tried:
                 tried.add(oid)
-                reason = _fetch(repo, other, oid)
-                if reason is None:
-                    report.repaired.append(oid)
-                else:
-                    report.unrepaired[oid] = reason
+                _restore(repo, other, oid, report)
             repo.objects.flush()
     report.fsck = repo.fsck()
     if isinstance(repo.objects, LocalObjectStore):
@@ -162,6 +151,16 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
         len(report.unrepaired),
     )
     return report
+
+
+def _restore(repo: Repo, other: Repo, oid: ObjectId, report: RepairReport) -> bool:
+    """Fetch one object into ``repo`` and record the outcome; True if restored."""
+    reason = _fetch(repo, other, oid)
+    if reason is None:
+        report.repaired.append(oid)
+        return True
+    report.unrepaired[oid] = reason
+    return False
 
 
 def _frames_naming(repo: Repo, wanted: set[ObjectId]) -> set[ObjectId]:

@@ -135,14 +135,16 @@ class StorageOptions:
     difference: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("chunk_size", "max_delta_depth", "delta_cache_bytes", "level"):
+        for name in (
+            "chunk_size",
+            "max_delta_depth",
+            "full_every",
+            "delta_cache_bytes",
+            "level",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InvalidInputError(f"{name} must be an integer, got {value!r}")
-        if not isinstance(self.full_every, int) or isinstance(self.full_every, bool):
-            raise InvalidInputError(
-                f"full_every must be an integer, got {self.full_every!r}"
-            )
         if self.chunk_size < 64 or self.chunk_size % 64:
             raise InvalidInputError(
                 f"chunk size {self.chunk_size} must be a positive multiple of 64"
@@ -768,14 +770,6 @@ class DeltaCache:
     def get(self, key: tuple[str, str]) -> CachedTensor | None:
         """Return the cached tensor under ``key``, if any."""
         return self._entries.get(key)
-
-    def buffer_for(self, key: tuple[str, str], size: int) -> Bytes | None:
-        """Return where to keep a new tensor's data, or None if over the limit.
-
-        The tensor's previous buffer is reused when it has the same size, and
-        dropped when it has not.
-        """
-        return self.buffers_for([(key, size)])[0]
 
     def buffers_for(
         self, wanted: Sequence[tuple[tuple[str, str], int]]
