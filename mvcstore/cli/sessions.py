@@ -42,6 +42,17 @@ def _raw_state(tensors: Mapping[str, object]) -> dict[str, RawTensor]:
     return out
 
 
+def _beyond_safetensors(result: Checkout) -> list[str]:
+    # C128 is mvcstore's, not safetensors': the file holds it all the same
+    states = {"": result.state, **result.extra}
+    return [
+        f"{role}/{name}" if role else name
+        for role, tensors in sorted(states.items())
+        for name, value in tensors.items()
+        if isinstance(value, RawTensor) and value.dtype == "C128"
+    ]
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, bytes):
         return value.hex()
@@ -140,6 +151,15 @@ def checkout(
             f"cannot write the checkout into {directory}: {exc.strerror or exc}",
             hint="choose another folder with 'mvc checkout REV -o DIR'",
         ) from exc
+    unreadable = _beyond_safetensors(result)
+    if unreadable:
+        verb = "is" if len(unreadable) == 1 else "are"
+        click.echo(
+            f"warning: {', '.join(unreadable)} {verb} complex128 (C128), which"
+            " the safetensors library does not read (mvcstore does); read"
+            " this epoch through the library instead: Repo.checkout(REV)",
+            err=True,
+        )
 
     head: str | None = None
     if new_session is not None:

@@ -107,3 +107,22 @@ def test_tag_creates_lists_refuses_to_move_without_force_and_deletes(history):
     ]
     assert shown["id"] == history.ids["fork#3"]
     assert history.mvc("tag", "--json").json() == []
+
+
+def test_checkout_of_complex128_warns_that_safetensors_cannot_read_it(mvc):
+    import numpy as np
+
+    from mvcstore import Repo
+
+    mvc("init")
+    repo = Repo.open(mvc.cwd)
+    session = repo.session("main")
+    session.commit({"z": np.array([1 - 2j], dtype=np.complex128)})
+    session.commit({"w": np.ones(3, dtype=np.float32)})
+    repo.close()
+
+    result = mvc("checkout", "main~1", "-o", "out")
+
+    assert "warning: z is complex128 (C128)" in result.err
+    assert (mvc.cwd / "out" / "weights.safetensors").exists()
+    assert "warning" not in mvc("checkout", "main", "-o", "out2").err
