@@ -16,6 +16,7 @@ include mk/services.mk
 all: test
 
 $(STAMP): pyproject.toml setup.py mvcstore/_kernels.c
+	test -x $(PY) || bash scripts/check_space.sh . 10
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[$(EXTRAS)]'

@@ -4,6 +4,8 @@ Usage::
 
     python tests/property/fuzz_atheris.py -runs=3000 -seed=1
 
+It writes one scratch file, ``fuzz-input.safetensors``, in the working folder.
+
 The first byte of each input picks the decoder; the rest is its input. A
 decoder may decode or raise the one error its contract names; anything else
 is a crash that atheris reports with the input that caused it (exit status
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import atheris
 
@@ -31,7 +32,9 @@ with atheris.instrument_imports():
 
 _KINDS = sorted(KINDS)
 _ID = hash_object("blob", b"fuzz")
-_FILE = os.path.join(tempfile.mkdtemp(prefix="mvc-fuzz-"), "input.safetensors")
+# the scratch file for the safetensors reader lives in the working folder
+# (the test suite runs this in its own temporary folder)
+_FILE = os.path.abspath("fuzz-input.safetensors")
 
 
 class _Source:

@@ -195,9 +195,12 @@ class _Shared:
 
     def get(self) -> Repo:
         if self.repo is None:
+            import atexit
+            import shutil
             import tempfile
 
             folder = Path(tempfile.mkdtemp(prefix="mvc-paths-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
             self.repo = Repo.init(folder, durable=False)
             session = self.repo.session("a")
             session.commit({"w": np.zeros(2, dtype=np.float32)})
