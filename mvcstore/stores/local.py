@@ -157,6 +157,20 @@ class LocalObjectStore:
             found = self.packs.locate(oid)
         return found
 
+    def _missing(self, oid: ObjectId, looked_in: Path) -> ObjectNotFoundError:
+        """Return the error for an absent object, naming damaged pack indexes.
+
+        An index that fails its checksum is skipped, so the objects it lists
+        read as missing; the message says so, since fsck's report and
+        ``mvc fsck --repair`` are then the way back.
+        """
+        location = str(looked_in)
+        damaged = sorted(self.packs.damaged())
+        if damaged:
+            names = ", ".join(f"{name}.idx" for name in damaged)
+            location += f"; skipped the damaged pack index {names}, which may hold it"
+        return ObjectNotFoundError(oid.hex, location=location)
+
     def describe(self, oid: ObjectId) -> str:
         """Return the object's pack and offset, or its file path, for messages."""
         found = self.packs.locate(oid)
@@ -254,9 +268,7 @@ class LocalObjectStore:
                 if moved is None or not moved.pack.exists():
                     # gone for good (or its pack file was deleted by hand
                     # while its index stayed): missing, which repair restores
-                    raise ObjectNotFoundError(
-                        oid.hex, location=str(found.pack)
-                    ) from None
+                    raise self._missing(oid, found.pack) from None
                 return self.packs.read(oid, moved, size)
         path = self.path_of(oid)
         try:
@@ -267,7 +279,7 @@ class LocalObjectStore:
             found = self.packs.locate(oid) if self.packs.refresh() else None
             if found is not None:
                 return self.packs.read(oid, found, size)
-            raise ObjectNotFoundError(oid.hex, location=str(path)) from exc
+            raise self._missing(oid, path) from exc
         except OSError as exc:
             raise BackendUnavailableError(
                 self.location, f"cannot read {path}: {exc.strerror or exc}"
@@ -440,12 +452,12 @@ class LocalObjectStore:
             try:
                 return found.length, found.pack.stat().st_mtime
             except FileNotFoundError as exc:
-                raise ObjectNotFoundError(oid.hex, location=str(found.pack)) from exc
+                raise self._missing(oid, found.pack) from exc
         path = self.path_of(oid)
         try:
             info = path.stat()
         except FileNotFoundError as exc:
-            raise ObjectNotFoundError(oid.hex, location=str(path)) from exc
+            raise self._missing(oid, path) from exc
         return info.st_size, info.st_mtime
 
     def object_kind(self, oid: ObjectId) -> str | None:

@@ -443,16 +443,18 @@ def test_a_crash_between_a_pack_and_its_index_leaves_garbage_only(
 def test_a_damaged_pack_index_is_named_and_its_objects_missing(repo: Repo) -> None:
     epochs = _commit(repo, range(2))
     assert epochs[1].id is not None
-    index = stored_region(repo, epochs[1].id).path.with_suffix(".idx")
-    data = bytearray(index.read_bytes())
-    data[30] ^= 0xFF
-    index.write_bytes(bytes(data))
+    index = _damage_index(stored_region(repo, epochs[1].id).path)
 
     with Repo.open(repo.path, durable=False) as after:
         report = after.fsck()
         details = [p.detail for p in report.problems if p.object_id is None]
         assert any(str(index) in detail for detail in details)
         assert any(p.kind == "missing" for p in report.problems)
+        # reading an object it lists names the skipped index, not just a path
+        with pytest.raises(
+            ObjectNotFoundError, match=f"damaged pack index {index.name}"
+        ):
+            after.checkout("main")
 
 
 def _backed_up_pack(repo: Repo, tmp_path: Path) -> tuple[list[Epoch], Path, Path]:
