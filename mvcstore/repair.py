@@ -196,7 +196,13 @@ def _fetch(repo: Repo, other: Repo, oid: ObjectId) -> str | None:
         if not chain_readable_in(framed, repo.format_version, other.objects):
             # an older repository gets a frame it reads; the id is the same
             framed = frame(decoded.kind, decoded.payload)
-    except ObjectNotFoundError:
+    except ObjectNotFoundError as exc:
+        if exc.object_id != oid.hex:
+            # the frame is there, but not the delta base or chunk it names
+            return (
+                f"the source {other.path} holds it but not object"
+                f" {exc.object_id}, which its frame needs"
+            )
         return f"the source {other.path} does not hold it"
     except CorruptObjectError as exc:
         return f"the source's copy is damaged too ({exc.reason})"

@@ -343,3 +343,34 @@ def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> No
         back = repo.checkout("a").state["w"]
         assert back.tobytes() == second.tobytes()
         assert_clean(repo)
+
+
+def test_a_frame_whose_base_the_source_lacks_is_reported_as_such(
+    tmp_path: Path,
+) -> None:
+    work, backup = tmp_path / "work", tmp_path / "backup"
+    repo = Repo.init(work, durable=False)
+    assert isinstance(repo.objects, LocalObjectStore)
+    repo.objects.use_packs = False
+    rng = np.random.default_rng(4)
+    first = rng.standard_normal(4096).astype(np.float32)
+    second = first + np.float32(1e-3) * rng.standard_normal(4096).astype(np.float32)
+    session = repo.session("a")
+    session.commit({"w": first})
+    session.commit({"w": second})
+    repo.close()
+    shutil.copytree(work, backup)
+
+    with Repo.open(work, durable=False) as repo, Repo.open(backup) as other:
+        delta, base = _ids(repo, "a")["blob"], _ids(repo, "a~1")["blob"]
+        assert _file(repo, delta).read_bytes()[6] in DELTA_ENCODINGS
+        _file(repo, delta).unlink()
+        _file(repo, base).unlink()
+        _file(other, base).unlink()
+
+        report = repair(repo, backup)
+
+        assert report.repaired == []
+        assert "does not hold it" in report.unrepaired[base]
+        why = report.unrepaired[delta]
+        assert f"holds it but not object {base.hex}" in why
