@@ -1090,7 +1090,8 @@ class Repo:
         Logical bytes (every epoch's tensors as if stored whole), unique bytes
         (after deduplication) and stored bytes (every frame the epochs need),
         with the ratios from deduplication, deltas and compression; in total
-        and per session (the epochs committed on it).
+        and per session (the epochs committed on it; with ``all_refs`` every
+        session is listed, one with no epochs of its own as zero).
 
         Args:
             revision: The epochs reachable from it; HEAD when None.
@@ -1105,6 +1106,9 @@ class Repo:
         entries = self.index.get_many(lineage.reachable(self.index, heads))
         dropped = set(self.dropped_epochs(entries))
         by_session: dict[str, list[ObjectId]] = {}
+        if all_refs:
+            # a session forked but not yet committed on is listed too
+            by_session.update((name, []) for name, _ in self.sessions())
         for entry in sorted(entries.values(), key=lambda e: (e.time_ns, e.id)):
             by_session.setdefault(entry.session, []).append(entry.id)
         reader = UsageReader(self.objects)

@@ -645,6 +645,7 @@ def test_stats_split_dedup_deltas_and_compression(repo: Repo) -> None:
     repo.storage = StorageOptions(max_delta_depth=3)
     epochs = _commit(repo, range(5))
     repo.fork("side", at="main#3").commit(_weights(2), step=10)
+    repo.fork("idle", at="main#2")  # no epoch of its own yet
 
     stats = repo.stats(all_refs=True)
 
@@ -657,8 +658,10 @@ def test_stats_split_dedup_deltas_and_compression(repo: Repo) -> None:
     assert total.stored_bytes < total.logical_bytes
     assert total.stored_bytes > total.data_stored_bytes > 0
     assert dict(total.encodings)["diff"] == 4
-    assert set(stats.sessions) == {"main", "side"}
+    assert set(stats.sessions) == {"main", "side", "idle"}
     assert stats.sessions["main"].epochs == 5 and stats.sessions["side"].epochs == 1
+    assert stats.sessions["idle"].epochs == 0
+    assert stats.sessions["idle"].stored_bytes == 0
     head = repo.stats("main~2")
     assert head.total.epochs == 3
     assert epochs[-1].id is not None
