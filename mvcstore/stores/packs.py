@@ -333,10 +333,8 @@ class PackSet:
             with open(path, "rb") as handle:
                 actual = os.fstat(handle.fileno()).st_size
                 head = handle.read(PACK_HEADER_SIZE)
-                if len(head) < PACK_HEADER_SIZE or _PACK_HEADER.unpack(head) != (
-                    PACK_MAGIC,
-                    PACK_VERSION,
-                ):
+                # magic, version and the reserved bytes, which are zero
+                if head != _PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION):
                     faults.append((None, f"pack {path} has a bad header"))
                 if actual != pack.size:
                     faults.append(

@@ -457,6 +457,23 @@ def test_a_damaged_pack_index_is_named_and_its_objects_missing(repo: Repo) -> No
             after.checkout("main")
 
 
+@pytest.mark.damaged
+@pytest.mark.parametrize(
+    "offset", [0, 4, 5, 7], ids=["magic", "version", "reserved", "last"]
+)
+def test_fsck_names_a_pack_whose_header_is_damaged(repo: Repo, offset: int) -> None:
+    epochs = _commit(repo, range(1))
+    assert epochs[0].id is not None
+    pack = stored_region(repo, epochs[0].id).path
+    data = bytearray(pack.read_bytes())
+    data[offset] ^= 0x01
+    pack.write_bytes(bytes(data))
+
+    with Repo.open(repo.path, durable=False) as after:
+        details = [p.detail for p in after.fsck().problems if p.object_id is None]
+        assert details == [f"pack {pack} has a bad header"]
+
+
 def _backed_up_pack(repo: Repo, tmp_path: Path) -> tuple[list[Epoch], Path, Path]:
     # two epochs committed, a copy of the repository, and the pack of the second
     epochs = _commit(repo, range(2))
