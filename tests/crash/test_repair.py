@@ -308,14 +308,13 @@ def test_a_truncated_pack_is_repaired_whole(tmp_path: Path) -> None:
                 assert state[name].tobytes() == array.tobytes(), revision
 
 
-def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> None:
-    # the frame then names a base no copy holds: fsck reports that id as
-    # missing, and repair fetches the frame that names it from the source
+def _two_close_epochs(tmp_path: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
+    # a#2 stores "w" as a delta against a#1; loose files, and a backup copy
     work, backup = tmp_path / "work", tmp_path / "backup"
     repo = Repo.init(work, durable=False)
     assert isinstance(repo.objects, LocalObjectStore)
     repo.objects.use_packs = False
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     first = rng.standard_normal(4096).astype(np.float32)
     second = first + np.float32(1e-3) * rng.standard_normal(4096).astype(np.float32)
     session = repo.session("a")
@@ -323,6 +322,13 @@ def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> No
     session.commit({"w": second})
     repo.close()
     shutil.copytree(work, backup)
+    return work, backup, second
+
+
+def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> None:
+    # the frame then names a base no copy holds: fsck reports that id as
+    # missing, and repair fetches the frame that names it from the source
+    work, backup, second = _two_close_epochs(tmp_path, 3)
 
     with Repo.open(work, durable=False) as repo:
         blob = _ids(repo, "a")["blob"]
@@ -348,18 +354,7 @@ def test_a_delta_whose_base_id_lost_a_bit_is_fetched_whole(tmp_path: Path) -> No
 def test_a_frame_whose_base_the_source_lacks_is_reported_as_such(
     tmp_path: Path,
 ) -> None:
-    work, backup = tmp_path / "work", tmp_path / "backup"
-    repo = Repo.init(work, durable=False)
-    assert isinstance(repo.objects, LocalObjectStore)
-    repo.objects.use_packs = False
-    rng = np.random.default_rng(4)
-    first = rng.standard_normal(4096).astype(np.float32)
-    second = first + np.float32(1e-3) * rng.standard_normal(4096).astype(np.float32)
-    session = repo.session("a")
-    session.commit({"w": first})
-    session.commit({"w": second})
-    repo.close()
-    shutil.copytree(work, backup)
+    work, backup, _ = _two_close_epochs(tmp_path, 4)
 
     with Repo.open(work, durable=False) as repo, Repo.open(backup) as other:
         delta, base = _ids(repo, "a")["blob"], _ids(repo, "a~1")["blob"]
