@@ -138,7 +138,12 @@ def repair(repo: Repo, source: str | Path) -> RepairReport:
         # the pack is restored and checks out, the index goes and the pack is
         # garbage (see ``drop_damaged_indexes`` for every condition)
         troubled = {p.object_id for p in report.fsck.problems if p.object_id}
-        if repo.objects.drop_damaged_indexes(troubled=troubled):
+        dropped = repo.objects.drop_damaged_indexes(troubled=troubled)
+        # a pack whose header or length is wrong while every object in it
+        # verifies is written anew (see ``rewrite_faulty_packs``)
+        with repo.deletion_lock(exclusive=True):
+            rewritten = repo.objects.rewrite_faulty_packs(troubled=troubled)
+        if dropped or rewritten:
             report.fsck = repo.fsck()
     still = {p.object_id for p in report.fsck.problems if p.object_id is not None}
     report.unrepaired = {

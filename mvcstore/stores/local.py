@@ -548,6 +548,41 @@ class LocalObjectStore:
         self.packs.refresh()
         return removed
 
+    def rewrite_faulty_packs(self, *, troubled: Set[str] = frozenset()) -> list[Path]:
+        """Rewrite each pack whose header or length is wrong, its objects sound.
+
+        Objects are read through the index, so a pack whose header was
+        damaged, or that has bytes past what its index covers, still serves
+        every object, yet fsck reports it as a whole. Such a pack is rewritten
+        (as gc does: a new pack published first, then the old one removed)
+        when its check names no single object and none of its objects is in
+        ``troubled`` (the ids fsck still reports after a repair).
+
+        Returns:
+            The packs rewritten.
+        """
+        self.packs.refresh()
+        rewritten: list[Path] = []
+        for path, _ in sorted(self.packs.packs()):
+            faults = self.packs.check(path)
+            if not faults or any(oid is not None for oid, _ in faults):
+                continue
+            index = path.with_suffix(".idx")
+            try:
+                entries, _ = decode_index(index.read_bytes(), where=str(index))
+            except (OSError, CorruptObjectError):
+                continue
+            if any(raw.hex() in troubled for raw in entries):
+                continue
+            try:
+                self._rewrite_pack(path.stem, set())
+            except BackendUnavailableError as exc:
+                logger.warning("cannot rewrite pack %s: %s", path, exc)
+                continue
+            logger.warning("rewrote pack %s: %s", path, "; ".join(f for _, f in faults))
+            rewritten.append(path)
+        return rewritten
+
     def stale_temporaries(self, *, older_than_s: float) -> list[Path]:
         """Return temporary files, and packs without index, left by dead writers."""
         now = time.time()

@@ -474,6 +474,30 @@ def test_fsck_names_a_pack_whose_header_is_damaged(repo: Repo, offset: int) -> N
         assert details == [f"pack {pack} has a bad header"]
 
 
+@pytest.mark.damaged
+@pytest.mark.parametrize("damage", ["header", "tail"])
+def test_repair_rewrites_a_pack_whose_objects_are_sound(
+    repo: Repo, tmp_path: Path, damage: str
+) -> None:
+    _, backup, pack = _backed_up_pack(repo, tmp_path)
+    data = bytearray(pack.read_bytes())
+    if damage == "header":
+        data[6] = 0xFF  # a reserved byte
+    else:
+        data += b"left over"
+    pack.write_bytes(bytes(data))
+
+    with Repo.open(repo.path, durable=False) as after:
+        assert [p.object_id for p in after.fsck().problems] == [None]
+        report = repair(after, backup)
+
+        assert report.fsck.problems == [] and report.repaired == []
+        assert not pack.exists()
+        _assert_epoch(after, "main~1", 0)
+        _assert_epoch(after, "main", 1)
+        assert_clean(after)
+
+
 def _backed_up_pack(repo: Repo, tmp_path: Path) -> tuple[list[Epoch], Path, Path]:
     # two epochs committed, a copy of the repository, and the pack of the second
     epochs = _commit(repo, range(2))
