@@ -105,6 +105,8 @@ from mvcstore.stores.local import LocalObjectStore
 from mvcstore.stores.packs import fsync_dir
 from mvcstore.stores.registry import LOCAL, check_uri, open_stores
 from mvcstore.stores.registry import PARTS as BACKEND_PARTS
+from mvcstore.stores.sqlite_file import connect as connect_database
+from mvcstore.stores.sqlite_file import writable
 from mvcstore.stores.stats import RepoStats, UsageReader
 
 __all__ = [
@@ -380,7 +382,7 @@ class Repo:
             **backends,
         }
         # the config is written last: a folder without it is not a repository yet
-        repo = cls._open_local(root, config, durable=durable)
+        repo = cls._open_local(root, config, durable=durable, create=True)
         tmp = root / f"{CONFIG_FILE}.tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -542,15 +544,30 @@ class Repo:
 
     @classmethod
     def _open_local(
-        cls, root: Path, config: Mapping[str, object], *, durable: bool
+        cls,
+        root: Path,
+        config: Mapping[str, object],
+        *,
+        durable: bool,
+        create: bool = False,
     ) -> Repo:
-        # each part from its config entry: embedded ("local") or a backend URI
+        # each part from its config entry: embedded ("local") or a backend URI;
+        # an embedded database is made only with the repository (a missing one
+        # is an error later), but for the metrics file of a repository with no
+        # epoch yet: earlier releases made that file on first use
         stores = open_stores(
-            config, root=root, durable=durable, session_prefix=SESSION_PREFIX
+            config,
+            root=root,
+            durable=durable,
+            session_prefix=SESSION_PREFIX,
+            create=create,
         )
         try:
             metrics, metric_closers = open_metrics_index(
-                str(config.get("metrics", LOCAL)), root=root, durable=durable
+                str(config.get("metrics", LOCAL)),
+                root=root,
+                durable=durable,
+                create=create or next(iter(stores.index.iter_entries()), None) is None,
             )
         except MvcError:
             for closer in stores.closers:
@@ -1254,6 +1271,9 @@ class Repo:
             if not any(p.kind == "database" for p in report.problems):
                 report.problems.append(FsckProblem("database", None, exc.message))
         report.epochs = sum(1 for oid in reached if isinstance(valid.get(oid), Epoch))
+        if not any(p.kind == "database" for p in report.problems):
+            # a damaged database is reported as such, not as lost documents
+            report.problems.extend(self._lost_metric_documents(valid, reached))
         for oid, problem in bad.items():
             report.problems.append(
                 replace(problem, affects=tuple(sorted(reached.get(oid, set()))))
@@ -1301,6 +1321,41 @@ class Repo:
                 continue
             for child in children:
                 stack.append((child, label, oid))
+
+    def _lost_metric_documents(
+        self, valid: Mapping[ObjectId, StoredObject], reached: Iterable[ObjectId]
+    ) -> list[FsckProblem]:
+        # an epoch whose summary names metrics logged them as documents under
+        # its uid when it was committed: a uid with none lost them
+        wanted: dict[str, ObjectId] = {}
+        for oid in reached:
+            obj = valid.get(oid)
+            if isinstance(obj, Epoch) and obj.summary:
+                wanted[obj.uid] = oid
+        if not wanted:
+            return []
+        try:
+            held = set(self.metrics_index.iter_uids())
+        except MvcError as exc:
+            return [
+                FsckProblem(
+                    "database", None, f"metric documents cannot be read: {exc.message}"
+                )
+            ]
+        lost = sorted(oid.hex for uid, oid in wanted.items() if uid not in held)
+        if not lost:
+            return []
+        shown = ", ".join(hex_id[:12] for hex_id in lost[:5])
+        more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+        return [
+            FsckProblem(
+                "database",
+                None,
+                f"the metrics index holds no documents of {len(lost)} epoch(s) whose"
+                f" summary names metrics ({shown}{more}): restore the metrics"
+                " database from a backup of the repository",
+            )
+        ]
 
     def _database_problems(self) -> list[FsckProblem]:
         problems = []
@@ -1499,7 +1554,11 @@ def check_database(path: Path) -> list[str]:
         What SQLite found wrong, one line each; empty when the file is whole.
     """
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        if writable(path):
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        else:
+            # a read-only mount: SQLite cannot make its shared-memory file
+            conn = connect_database(path, read_only=True)
     except sqlite3.Error as exc:
         return [f"cannot be opened ({exc})"]
     try:

@@ -153,7 +153,7 @@ def open_ref_store(kind: str, location: str) -> tuple[Any, Any, Any]:
             SqliteRefStore,
         )
 
-        db = SqliteDatabase(Path(location), durable=False)
+        db = SqliteDatabase(Path(location), durable=False, create=True)
         return SqliteRefStore(db), SqliteEpochIndex(db), db
     from mvcstore.stores.mongo import MongoDatabase, MongoEpochIndex, MongoRefStore
 

@@ -110,11 +110,22 @@ def fsck(repair: bool, source: str | None, as_json: bool) -> None:
     else:
         _print_report(report)
     if not report.ok:
+        kinds = {problem.kind for problem in report.problems}
+        hint = (
+            "restore the named objects from another copy of the repository"
+            " with 'mvc fsck --repair --from PATH'"
+        )
+        if kinds == {"database"}:
+            hint = (
+                "restore the named database file from a backup of the repository"
+                " (repair restores objects, not databases)"
+            )
+        elif "database" in kinds:
+            hint += "; restore the named database file from a backup"
         raise MvcError(
             f"fsck found {_plural(len(report.problems), 'problem')}"
             f" in {_plural(report.objects, 'object')}",
-            hint="restore the named objects from another copy of the repository"
-            " with 'mvc fsck --repair --from PATH'",
+            hint=hint,
         )
 
 

@@ -22,7 +22,7 @@ __all__ = ["open_metrics_index"]
 
 
 def open_metrics_index(
-    uri: str, *, root: Path, durable: bool
+    uri: str, *, root: Path, durable: bool, create: bool = False
 ) -> tuple[MetricsIndex, list[object]]:
     """Open the metrics index ``uri`` names.
 
@@ -30,6 +30,9 @@ def open_metrics_index(
         uri: ``local`` or a metrics URI.
         root: The ``.mvc`` folder, home of the embedded index.
         durable: Whether the embedded index fsyncs.
+        create: Make the embedded index's file if it is missing (a new
+            repository, or one with no epoch yet); otherwise a missing file is
+            an error when first used.
 
     Returns:
         The index, and what to close with the repository.
@@ -40,7 +43,9 @@ def open_metrics_index(
     if uri == LOCAL:
         from mvcstore.metrics.sqlite import SqliteMetricsIndex
 
-        local = SqliteMetricsIndex(root / "metrics.sqlite", durable=durable)
+        local = SqliteMetricsIndex(
+            root / "metrics.sqlite", durable=durable, create=create
+        )
         return local, [local]
     parsed = parse_uri("metrics", uri)
     url = f"{parsed.scheme.split('+', 1)[1]}://{parsed.host}"

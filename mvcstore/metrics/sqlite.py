@@ -27,8 +27,14 @@ from mvcstore.errors import (
     RepositoryFormatError,
 )
 from mvcstore.metrics.base import MetricDoc, MetricStats
+from mvcstore.stores.sqlite_file import connect, database_error, open_database
 
 __all__ = ["SqliteMetricsIndex", "METRICS_SCHEMA"]
+
+_START_OVER: Final = (
+    " To go on without the lost documents instead, create the file empty"
+    " ('touch' it): fsck then lists the epochs whose documents are gone."
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +91,23 @@ class SqliteMetricsIndex:
         path: The database file.
         durable: ``synchronous=NORMAL`` plus a checkpoint on ``flush`` when
             True; ``OFF`` otherwise.
+        create: Make the file (now) if it is missing. Otherwise a missing
+            file, or one without the tables, is an error when first used; an
+            empty file (0 bytes) starts an empty index.
     """
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, durable: bool = True, create: bool = False
+    ) -> None:
         self.path = path
         self.durable = durable
+        self.create = create
+        self.read_only = False
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        if create and not path.exists():
+            # made now, with the repository: a file missing later is a loss
+            _ = self.conn
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -106,32 +122,33 @@ class SqliteMetricsIndex:
             return self._conn
 
     def _connect(self) -> sqlite3.Connection:
+        # an empty file is what 'touch' makes to start over without the lost
+        # documents (the hint for a missing file says so); fsck then names the
+        # epochs whose documents are gone
+        create = self.create or (self.path.exists() and self.path.stat().st_size == 0)
+        conn, self.read_only = open_database(
+            self.path,
+            what="metrics database",
+            create=create,
+            table="docs",
+            schema=METRICS_SCHEMA,
+            pragmas=(
+                "PRAGMA journal_mode=WAL",
+                f"PRAGMA synchronous={'NORMAL' if self.durable else 'OFF'}",
+            ),
+            hint_missing=_START_OVER,
+        )
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=60.0
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={'NORMAL' if self.durable else 'OFF'}")
-            conn.executescript(METRICS_SCHEMA)
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS view (e INTEGER PRIMARY KEY)")
         except sqlite3.DatabaseError as exc:
+            conn.close()
             raise self._error(exc) from exc
         return conn
 
     def _error(
         self, exc: sqlite3.Error
     ) -> RepositoryFormatError | BackendUnavailableError:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            return BackendUnavailableError(
-                str(self.path),
-                f"the disk is full ({exc})",
-                hint="free disk space, then run the command again",
-            )
-        return RepositoryFormatError(
-            f"metrics database {self.path} cannot be used ({exc})",
-            path=str(self.path),
-            hint="run 'mvc fsck' to check the repository",
-        )
+        return database_error(self.path, exc, what="metrics database")
 
     def add(self, docs: Sequence[MetricDoc]) -> int:
         """Store documents in one transaction; equal re-logs are skipped.
@@ -252,9 +269,7 @@ class SqliteMetricsIndex:
         """Open a connection of its own for one streaming query."""
         # the main connection creates the schema: a reader must not come first
         _ = self.conn
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=60.0
-        )
+        conn = connect(self.path, read_only=self.read_only)
         conn.execute("CREATE TEMP TABLE view (e INTEGER PRIMARY KEY)")
         return conn
 

@@ -56,6 +56,7 @@ from mvcstore.stores.packs import (
     scan_pack,
     scan_records,
 )
+from mvcstore.stores.sqlite_file import database_error, open_database
 
 __all__ = [
     "LocalObjectStore",
@@ -668,28 +669,33 @@ class _PackBatch:
 class SqliteDatabase:
     """One SQLite file shared by the ref store and the epoch index.
 
+    Opened by the rules of ``mvcstore.stores.sqlite_file``: created only with
+    the repository, refused when missing or empty later, read-only where it
+    cannot be written.
+
     Args:
         path: The database file.
         durable: ``synchronous=FULL`` when True, ``OFF`` otherwise.
+        create: The repository is being created: make the file.
     """
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, durable: bool = True, create: bool = False
+    ) -> None:
         self.path = path
         self._lock = threading.RLock()
-        try:
-            self.conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=60.0
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.executescript(INDEX_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise RepositoryFormatError(
-                f"database {path} is damaged or not SQLite ({exc})",
-                path=str(path),
-                hint="restore the file from a backup, or run 'mvc fsck'",
-            ) from exc
+        self.conn, self.read_only = open_database(
+            path,
+            what="database",
+            create=create,
+            table="refs",
+            schema=INDEX_SCHEMA,
+            pragmas=(
+                "PRAGMA journal_mode=WAL",
+                f"PRAGMA synchronous={'FULL' if durable else 'OFF'}",
+                "PRAGMA foreign_keys=ON",
+            ),
+        )
 
     def execute(
         self, sql: str, args: Sequence[object] = ()
@@ -698,12 +704,13 @@ class SqliteDatabase:
 
         Raises:
             RepositoryFormatError: If the database is damaged.
+            BackendUnavailableError: If the disk is full or the file read-only.
         """
         with self._lock:
             try:
                 return self.conn.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as exc:
-                raise _database_error(self.path, exc) from exc
+                raise database_error(self.path, exc) from exc
 
     def transaction(self) -> _Transaction:
         """Return a context manager running its statements in one write lock."""
@@ -713,28 +720,6 @@ class SqliteDatabase:
         """Close the connection."""
         with self._lock:
             self.conn.close()
-
-
-def _database_error(
-    path: Path, exc: sqlite3.Error
-) -> RepositoryFormatError | BackendUnavailableError:
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return BackendUnavailableError(
-            str(path),
-            f"the disk is full ({exc})",
-            hint="free disk space, then run the command again",
-        )
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return RepositoryFormatError(
-            f"database {path} stayed locked by another writer ({exc})",
-            path=str(path),
-            hint="retry once the other mvc command has finished",
-        )
-    return RepositoryFormatError(
-        f"database {path} cannot be used ({exc})",
-        path=str(path),
-        hint="run 'mvc fsck' to check the repository",
-    )
 
 
 class _Transaction:
@@ -747,7 +732,7 @@ class _Transaction:
             self.db.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self.db._lock.release()
-            raise _database_error(self.db.path, exc) from exc
+            raise database_error(self.db.path, exc) from exc
         return self.db.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -757,11 +742,11 @@ class _Transaction:
             # a failed COMMIT (a full disk) may leave the transaction open
             if self.db.conn.in_transaction:
                 self.db.conn.execute("ROLLBACK")
-            raise _database_error(self.db.path, failed) from failed
+            raise database_error(self.db.path, failed) from failed
         finally:
             self.db._lock.release()
         if isinstance(exc, sqlite3.Error):
-            raise _database_error(self.db.path, exc) from exc
+            raise database_error(self.db.path, exc) from exc
 
 
 def _oid(raw: object) -> ObjectId | None:

@@ -266,6 +266,7 @@ def open_stores(
     root: Path,
     durable: bool,
     session_prefix: str,
+    create: bool = False,
 ) -> OpenedStores:
     """Open the object store, ref store and epoch index a config names.
 
@@ -275,6 +276,8 @@ def open_stores(
         durable: Whether embedded parts fsync.
         session_prefix: The ref prefix of sessions, for the MongoDB platform
             collections that mirror each session.
+        create: The repository is being created: make its embedded database
+            (opened later, a missing one is an error).
 
     Returns:
         The opened stores.
@@ -317,7 +320,7 @@ def open_stores(
             SqliteRefStore,
         )
 
-        db = SqliteDatabase(root / "index.sqlite", durable=durable)
+        db = SqliteDatabase(root / "index.sqlite", durable=durable, create=create)
         closers.append(db)
         refs = SqliteRefStore(db)
         index = SqliteEpochIndex(db)

@@ -144,7 +144,9 @@ def metrics_index(
     if kind == "sqlite":
         from mvcstore.metrics.sqlite import SqliteMetricsIndex
 
-        local = SqliteMetricsIndex(tmp_path / "metrics.sqlite", durable=False)
+        local = SqliteMetricsIndex(
+            tmp_path / "metrics.sqlite", durable=False, create=True
+        )
         try:
             yield local
         finally:

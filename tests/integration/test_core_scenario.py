@@ -77,7 +77,9 @@ def test_commit_fork_log_checkout_and_view_on_remote_backends(
         assert repo.metrics_index.count({e.uid for e in [*a, *b]}) == 8 * 3
 
         # the same documents in the embedded index give the same statistics
-        local = SqliteMetricsIndex(tmp_path / "check.sqlite", durable=False)
+        local = SqliteMetricsIndex(
+            tmp_path / "check.sqlite", durable=False, create=True
+        )
         local.add(view_b)
         assert repo.metric_stats("b") == local.stats({doc.uid for doc in view_b})
         local.close()

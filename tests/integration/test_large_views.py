@@ -178,7 +178,9 @@ def test_lowered_limits_still_give_exactly_the_lineage(
         assert len({(d.uid, d.name, d.step) for d in view}) == 1000
         assert sorted(view, key=lambda d: (d.step, d.name, d.uid)) == view
 
-        local = SqliteMetricsIndex(tmp_path / "check.sqlite", durable=False)
+        local = SqliteMetricsIndex(
+            tmp_path / "check.sqlite", durable=False, create=True
+        )
         local.add(docs + side_docs)
         main_uids = {e.uid for e in line}
         expected = sorted(docs, key=lambda d: (d.step, d.name, d.uid))

@@ -21,7 +21,7 @@ from mvcstore.metrics.sqlite import SqliteMetricsIndex
 
 @pytest.fixture
 def index(tmp_path: Path) -> Iterator[SqliteMetricsIndex]:
-    opened = SqliteMetricsIndex(tmp_path / "metrics.sqlite", durable=False)
+    opened = SqliteMetricsIndex(tmp_path / "metrics.sqlite", durable=False, create=True)
     try:
         yield opened
     finally:
@@ -182,7 +182,7 @@ def test_delete_uids_removes_only_their_documents(index: SqliteMetricsIndex) -> 
 
 def test_documents_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "metrics.sqlite"
-    first = SqliteMetricsIndex(path, durable=True)
+    first = SqliteMetricsIndex(path, durable=True, create=True)
     first.add([_doc("e1", 0, "loss", 0.5)])
     first.flush()
     first.close()

@@ -1,0 +1,202 @@
+"""A database file lost or emptied, and a repository on a read-only mount.
+
+Opened as new, a lost ``index.sqlite`` would show an empty repository, and gc
+would then take every object for garbage: every command must refuse it, name
+the file, create nothing in its place and leave every object as it was. A lost
+``metrics.sqlite`` is refused when read; an empty one (what ``touch`` makes)
+starts over, and fsck names the epochs whose documents are gone. A repository
+on a read-only mount reads, checks out and serves as a repair source; a write
+says the folder is read-only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvcstore import Repo
+from mvcstore.errors import BackendUnavailableError, RepositoryFormatError
+
+MVC = [str(Path(sys.executable).with_name("mvc"))]
+
+
+@pytest.fixture
+def closed_repo(tmp_path: Path) -> Path:
+    """The folder of a closed repository with three epochs and metrics."""
+    work = tmp_path / "work"
+    repo = Repo.init(work, durable=False)
+    session = repo.session("a")
+    for number in range(3):
+        session.commit(
+            {"w": np.full(64, number, dtype=np.float32)},
+            metrics={"loss": 1.0 / (number + 1)},
+        )
+    repo.close()
+    return work
+
+
+def _objects(folder: Path) -> dict[str, bytes]:
+    root = folder / ".mvc" / "objects"
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _mvc(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MVC, *args], cwd=folder, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("loss", ["removed", "emptied"])
+def test_a_lost_index_database_is_refused_and_nothing_is_deleted(
+    closed_repo: Path, loss: str
+) -> None:
+    index = closed_repo / ".mvc" / "index.sqlite"
+    before = _objects(closed_repo)
+    if loss == "removed":
+        index.unlink()
+    else:
+        index.write_bytes(b"")
+
+    with pytest.raises(RepositoryFormatError, match="index.sqlite is (missing|empty)"):
+        Repo.open(closed_repo)
+    for command in (["log"], ["fsck"], ["gc", "--grace", "0"], ["branch"]):
+        result = _mvc(closed_repo, *command)
+        assert result.returncode == 1, command
+        assert "index.sqlite" in result.stderr and "backup" in result.stderr
+    assert _objects(closed_repo) == before
+    # nothing was created in its place
+    assert index.exists() == (loss == "emptied")
+    assert not index.exists() or index.stat().st_size == 0
+
+
+def test_a_lost_metrics_database_is_refused_until_started_over(
+    closed_repo: Path,
+) -> None:
+    metrics = closed_repo / ".mvc" / "metrics.sqlite"
+    metrics.unlink()
+
+    result = _mvc(closed_repo, "metrics", "a")
+    assert result.returncode == 1
+    assert "metrics.sqlite is missing" in result.stderr and "touch" in result.stderr
+    assert not metrics.exists()
+    # log and checkout do not need metric documents
+    assert _mvc(closed_repo, "log").returncode == 0
+
+    metrics.touch()
+    assert _mvc(closed_repo, "metrics", "a").returncode == 0
+    result = _mvc(closed_repo, "fsck")
+    assert result.returncode == 1
+    assert "holds no documents of 3 epoch(s)" in result.stdout
+    assert "repair restores objects, not databases" in result.stderr
+
+
+def test_a_repository_with_no_epoch_makes_its_metrics_file(tmp_path: Path) -> None:
+    # earlier releases made metrics.sqlite on first use: its absence is no loss
+    Repo.init(tmp_path, durable=False).close()
+    (tmp_path / ".mvc" / "metrics.sqlite").unlink()
+    with Repo.open(tmp_path, durable=False) as repo:
+        repo.session("a").commit({"w": np.zeros(4, np.float32)}, metrics={"x": 1.0})
+        assert repo.fsck().ok
+
+
+def test_fsck_passes_when_every_summary_has_its_documents(closed_repo: Path) -> None:
+    with Repo.open(closed_repo, durable=False) as repo:
+        assert repo.fsck().ok
+
+
+def _read_only_mount_works() -> bool:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount --bind -o ro / /mnt 2>/dev/null"],
+        capture_output=True,
+        timeout=30,
+    )
+    return probe.returncode == 0
+
+
+_IN_READ_ONLY_MOUNT = """
+import sys
+from pathlib import Path
+import numpy as np
+from mvcstore import Repo
+from mvcstore.errors import BackendUnavailableError
+from mvcstore.repair import repair
+
+ro, work, out = (Path(arg) for arg in sys.argv[1:4])
+with Repo.open(ro) as repo:
+    assert [e.number for e in repo.log("a")] == [3, 2, 1]
+    for number in (1, 2, 3):
+        state = repo.checkout(f"a#{number}").state
+        assert (state["w"] == number - 1).all()
+    assert repo.fsck().ok, repo.fsck().problems
+    assert len(list(repo.metrics("a"))) == 3
+    try:
+        repo.session("a").commit({"w": np.zeros(64, np.float32)})
+    except BackendUnavailableError as exc:
+        print("WRITE REFUSED:", exc.message)
+with Repo.open(work, durable=False) as damaged:
+    report = repair(damaged, ro)
+    assert report.fsck.ok, report.fsck.problems
+    print("REPAIRED", len(report.repaired))
+"""
+
+
+@pytest.mark.skipif(
+    not _read_only_mount_works(), reason="needs a private read-only bind mount"
+)
+def test_a_read_only_repository_reads_and_serves_as_repair_source(
+    closed_repo: Path, tmp_path: Path
+) -> None:
+    backup = tmp_path / "backup"
+    shutil.copytree(closed_repo, backup)
+    # damage the working copy: one pack gone
+    pack = next((closed_repo / ".mvc" / "objects" / "packs").glob("*.pack"))
+    pack.unlink()
+    script = tmp_path / "inside.py"
+    script.write_text(_IN_READ_ONLY_MOUNT)
+
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount --bind -o ro "$1" "$1" && exec "$2" "$3" "$1" "$4" "$5"',
+            "sh",
+            str(backup),
+            sys.executable,
+            str(script),
+            str(closed_repo),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WRITE REFUSED:" in result.stdout and "read-only" in result.stdout
+    assert "REPAIRED" in result.stdout
+
+
+def test_a_write_to_a_read_only_database_says_so(
+    closed_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # where no private mount can be made: the same read-only connections
+    import mvcstore.stores.sqlite_file as sqlite_file
+
+    monkeypatch.setattr(sqlite_file, "writable", lambda path: False)
+    with Repo.open(closed_repo, durable=False) as repo:
+        assert [e.number for e in repo.log("a")] == [3, 2, 1]
+        with pytest.raises(BackendUnavailableError, match="read-only"):
+            repo.tag("t", "a")
