@@ -1759,10 +1759,8 @@ class Session:
 
         # check every input before writing anything
         summary = dict(self._docs(0, metrics or {}))
-        if step is not None and (
-            isinstance(step, bool) or not isinstance(step, int) or step < 0
-        ):
-            raise InvalidInputError(f"step must be an integer >= 0, got {step!r}")
+        if step is not None:
+            self._check_commit_step(step, parent, summary=bool(summary))
         if params is None:
             param_value: Mapping[str, Value] = {
                 **(parent.params if parent else {}),
@@ -1889,6 +1887,32 @@ class Session:
             "committed %s epoch %d as %s", self.name, epoch.number, epoch_id.short()
         )
         return replace(epoch, id=epoch_id)
+
+    def _check_commit_step(
+        self, step: object, parent: Epoch | None, *, summary: bool
+    ) -> None:
+        """Refuse a step that would make the view's steps overlap or go back."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise InvalidInputError(f"step must be an integer >= 0, got {step!r}")
+        if self._last_step is not None and step < self._last_step:
+            raise InvalidInputError(
+                f"step {step} is before step {self._last_step}, where this epoch"
+                " logged metrics",
+                hint=f"commit with step >= {self._last_step}, or leave it out",
+            )
+        if parent is None:
+            return
+        # summary documents are logged at the epoch's step, after the parent's
+        first = parent.step + 1 if summary else parent.step
+        if step < first:
+            raise InvalidInputError(
+                f"step {step} of session {self.name!r} is not after step"
+                f" {parent.step}, where its head epoch ended"
+                if summary
+                else f"step {step} of session {self.name!r} is before step"
+                f" {parent.step}, where its head epoch ended",
+                hint=f"commit with step >= {first}, or leave it out",
+            )
 
     def _forget_open_epoch(self, uid: str) -> None:
         try:

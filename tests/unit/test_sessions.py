@@ -129,6 +129,29 @@ def test_step_defaults_to_the_last_logged_step(repo: Repo) -> None:
     assert given.step == 99
 
 
+def test_commit_refuses_a_step_that_overlaps_or_goes_back(repo: Repo) -> None:
+    session = repo.session("a")
+    session.commit(make_state("a", 1), metrics={"loss": 1.0}, step=100)
+    head = repo.session_head("a")
+    entries = len(list(repo.index.iter_entries()))
+
+    # summary documents at step 100 again would hold two losses at one step
+    with pytest.raises(InvalidInputError, match="not after step 100"):
+        session.commit(make_state("a", 2), metrics={"loss": 0.5}, step=100)
+    with pytest.raises(InvalidInputError, match="before step 100"):
+        session.commit(make_state("a", 2), step=5)
+    session.log_metrics(120, loss=0.7)
+    with pytest.raises(InvalidInputError, match="before step 120"):
+        session.commit(make_state("a", 2), step=110)
+
+    assert repo.session_head("a") == head
+    assert len(list(repo.index.iter_entries())) == entries
+    assert [d.step for d in repo.metrics("a")] == [100, 120]
+    # the same step without metrics, and a later one with them, are fine
+    assert session.commit(make_state("a", 2), step=120).step == 120
+    assert session.commit(make_state("a", 3), metrics={"loss": 0.4}).step == 121
+
+
 def test_summary_metrics_are_kept_and_logged_as_documents(repo: Repo) -> None:
     session = repo.session("a")
 
