@@ -46,7 +46,9 @@ from mvcstore.stores.base import EpochEntry, OpenEpoch, ReflogEntry
 from mvcstore.stores.liveness import DroppedEpoch
 from mvcstore.stores.packs import (
     INDEX_TMP_PREFIX,
+    PACK_HEADER_SIZE,
     PACKS_DIR,
+    RECORD_HEADER_SIZE,
     PackLocation,
     PackSet,
     PackWriter,
@@ -521,7 +523,9 @@ class LocalObjectStore:
         before its index), only when its records read without the index run
         whole to the end of the file, every id they name is stored elsewhere,
         and none of those ids is in ``troubled`` (the ids fsck still reports
-        after a repair). Any doubt keeps the index, and the pack reported.
+        after a repair); or when the pack is gone or too short to hold a
+        single record, so that nothing can be lost. Any doubt keeps the index,
+        and the pack reported.
 
         Returns:
             The indexes removed.
@@ -530,9 +534,16 @@ class LocalObjectStore:
         removed: list[Path] = []
         for name in sorted(self.packs.damaged()):
             index = self.packs.folder / f"{name}.idx"
-            records, whole = scan_pack(self.packs.folder / f"{name}.pack")
+            pack = self.packs.folder / f"{name}.pack"
+            records, whole = scan_pack(pack)
             ids = set(records)
-            if (
+            try:
+                # no record fits in it: the pack holds nothing to lose
+                size = pack.stat().st_size
+                holds_nothing = size < PACK_HEADER_SIZE + RECORD_HEADER_SIZE
+            except FileNotFoundError:
+                holds_nothing = True
+            if not holds_nothing and (
                 not whole
                 or not ids
                 or len(self.has_many(ids)) < len(ids)

@@ -40,6 +40,7 @@ from mvcstore.errors import (
     RepositoryFormatError,
     RepositoryNotFoundError,
 )
+from mvcstore.gc import collect
 from mvcstore.objects import State, Tensor
 from mvcstore.repair import repair
 from mvcstore.repo import FORMAT_VERSION
@@ -532,6 +533,26 @@ def test_repair_drops_a_damaged_index_once_its_objects_are_restored(
         assert index.with_suffix(".pack").exists()  # garbage now, for gc
         _assert_epoch(after, "main~1", 0)
         _assert_epoch(after, "main", 1)
+
+
+@pytest.mark.damaged
+def test_repair_drops_a_damaged_index_whose_pack_was_emptied(
+    repo: Repo, tmp_path: Path
+) -> None:
+    _, backup, pack = _backed_up_pack(repo, tmp_path)
+    index = pack.with_suffix(".idx")
+    index.write_bytes(b"")
+    pack.write_bytes(b"")
+
+    with Repo.open(repo.path, durable=False) as after:
+        report = repair(after, backup)
+
+        assert report.fsck.problems == []
+        assert not index.exists()
+        _assert_epoch(after, "main", 1)
+        assert collect(after, grace_s=0).temporaries >= 1  # the empty pack
+        assert not pack.exists()
+        assert after.fsck().problems == []
 
 
 @pytest.mark.damaged
