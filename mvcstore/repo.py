@@ -166,7 +166,41 @@ def find_repository(path: Path | None = None) -> Path:
     for folder in [start.absolute(), *start.absolute().parents]:
         if (folder / REPO_DIR / CONFIG_FILE).is_file():
             return folder / REPO_DIR
+        if _holds_history(folder / REPO_DIR):
+            raise RepositoryFormatError(
+                f"{folder / REPO_DIR} holds a repository's sessions and epochs"
+                f" but no {CONFIG_FILE}",
+                path=str(folder / REPO_DIR / CONFIG_FILE),
+                hint=f"restore {CONFIG_FILE} from a backup of the repository (it"
+                " names the format version and where each part lives); the"
+                " rest is untouched",
+            )
     raise RepositoryNotFoundError(str(start))
+
+
+def _holds_history(root: Path) -> bool:
+    """Return whether a ``.mvc`` folder's index names any ref or epoch.
+
+    Such a folder without its config lost the config; one whose index is
+    empty is what an interrupted ``mvc init`` leaves, to be made again.
+    """
+    index = root / "index.sqlite"
+    if not index.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"{index.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return True  # something is there: never build over it
+    try:
+        return bool(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM refs) OR EXISTS (SELECT 1 FROM epochs)"
+            ).fetchone()[0]
+        )
+    except sqlite3.Error:
+        return index.stat().st_size > 0
+    finally:
+        conn.close()
 
 
 def json_safe(value: object) -> object:
@@ -361,6 +395,13 @@ class Repo:
             raise InvalidInputError(
                 f"a repository already exists at {root}",
                 hint="use it as it is, or remove the folder first",
+            )
+        if _holds_history(root):
+            raise InvalidInputError(
+                f"{root} holds a repository's sessions and epochs but no"
+                f" {CONFIG_FILE}",
+                hint=f"restore {CONFIG_FILE} from a backup of the repository"
+                " rather than creating a new one over it",
             )
         # URIs are checked before anything is created; none holds a secret
         backends = {

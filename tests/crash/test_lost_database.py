@@ -200,3 +200,31 @@ def test_a_write_to_a_read_only_database_says_so(
         assert [e.number for e in repo.log("a")] == [3, 2, 1]
         with pytest.raises(BackendUnavailableError, match="read-only"):
             repo.tag("t", "a")
+
+
+def test_a_lost_config_is_named_and_init_does_not_build_over_it(
+    closed_repo: Path,
+) -> None:
+    (closed_repo / ".mvc" / "config.json").unlink()
+    before = _objects(closed_repo)
+
+    log = _mvc(closed_repo, "log")
+    init = _mvc(closed_repo, "init")
+
+    assert log.returncode == 1 and init.returncode == 1
+    for result in (log, init):
+        assert "holds a repository's sessions and epochs but no config.json" in (
+            result.stderr
+        )
+        assert "restore config.json from a backup" in result.stderr
+    assert not (closed_repo / ".mvc" / "config.json").exists()
+    assert _objects(closed_repo) == before
+
+
+def test_init_runs_again_over_what_an_interrupted_init_left(tmp_path: Path) -> None:
+    Repo.init(tmp_path, durable=False).close()
+    (tmp_path / ".mvc" / "config.json").unlink()  # as if it stopped just before
+
+    assert _mvc(tmp_path, "init").returncode == 0
+    with Repo.open(tmp_path, durable=False) as repo:
+        repo.session("a").commit({"w": np.zeros(4, np.float32)})
