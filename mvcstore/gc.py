@@ -496,8 +496,9 @@ class RetainPolicy:
                 hint="rank by a metric: '--keep-best 1 --metric acc --mode max'",
             )
         if self.metric is not None and self.mode not in ("max", "min"):
+            got = "none was given" if self.mode is None else f"got {self.mode!r}"
             raise InvalidInputError(
-                f"--mode must be max or min, got {self.mode!r}",
+                f"--keep-best needs --mode max or --mode min; {got}",
                 hint="say which values are best: '--mode max' for accuracy,"
                 " '--mode min' for a loss",
             )

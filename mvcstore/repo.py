@@ -398,8 +398,7 @@ class Repo:
             )
         if _holds_history(root):
             raise InvalidInputError(
-                f"{root} holds a repository's sessions and epochs but no"
-                f" {CONFIG_FILE}",
+                f"{root} holds a repository's sessions and epochs but no {CONFIG_FILE}",
                 hint=f"restore {CONFIG_FILE} from a backup of the repository"
                 " rather than creating a new one over it",
             )

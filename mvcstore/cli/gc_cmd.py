@@ -13,6 +13,7 @@ import click
 
 from mvcstore.cli.common import echo_json, json_option, open_repo
 from mvcstore.cli.format import table
+from mvcstore.errors import InvalidInputError
 from mvcstore.gc import (
     DEFAULT_GRACE_S,
     DEFAULT_REFLOG_S,
@@ -201,7 +202,6 @@ def retain_command(
     epochs another session reaches and fork points. Run 'mvc gc' afterwards
     to free the space.
     """
-    repo = open_repo()
     policy = RetainPolicy(
         keep_last=keep_last,
         keep_best=keep_best,
@@ -210,6 +210,13 @@ def retain_command(
         keep_every=keep_every,
         keep_tagged=keep_tagged,
     )
+    try:
+        policy.check()
+    except InvalidInputError as exc:
+        # a policy that is missing or malformed is a usage error (exit 2)
+        detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        raise click.UsageError(detail) from exc
+    repo = open_repo()
     report = retain(repo, sessions, policy, dry_run=dry_run)
     if as_json:
         echo_json(_retain_json(report))

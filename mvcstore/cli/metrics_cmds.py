@@ -16,7 +16,7 @@ from mvcstore.dashboard.views import (
     series,
     summarize,
 )
-from mvcstore.errors import RevisionNotFoundError
+from mvcstore.errors import InvalidInputError, RevisionNotFoundError
 from mvcstore.repo import Repo
 from mvcstore.stores.base import EpochEntry
 
@@ -94,8 +94,8 @@ def metrics(
     """
     if sum((summary, latest, best_mode is not None)) > 1:
         raise click.UsageError("give at most one of --summary, --latest, --best")
-    steps = parse_range(steps_text, what="steps")
-    epochs = parse_range(epochs_text, what="epochs")
+    steps = option_range(steps_text, what="steps", option="--steps")
+    epochs = option_range(epochs_text, what="epochs", option="--epochs")
     repo = open_repo()
     rev = revision or "HEAD"
     wanted = list(names) or None
@@ -215,3 +215,11 @@ def _echo_points(
     if len(rows) > 1:
         for line in table(rows):
             click.echo(line)
+
+
+def option_range(text: str | None, *, what: str, option: str) -> StepRange:
+    """Parse an ``A:B`` option; a malformed one is a usage error (exit 2)."""
+    try:
+        return parse_range(text, what=what)
+    except InvalidInputError as exc:
+        raise click.BadParameter(exc.message, param_hint=option) from exc

@@ -67,12 +67,15 @@ def test_metrics_summary_modes_exclude_each_other(tree) -> None:
     assert "at most one of" in result.err
 
 
-def test_metrics_bad_range_is_an_error_with_a_hint(tree) -> None:
+def test_metrics_bad_range_is_a_usage_error(tree) -> None:
     mvc, _ = tree
 
-    result = mvc.fails("metrics", "a", "--steps", "9:3")
+    backwards = mvc("metrics", "a", "--steps", "9:3", expect=2)
+    words = mvc("metrics", "a", "--epochs", "abc", expect=2)
 
-    assert "steps range '9:3' starts after it ends" in result.err
+    assert "Invalid value for --steps" in backwards.err
+    assert "steps range '9:3' starts after it ends" in backwards.err
+    assert "Invalid value for --epochs" in words.err
 
 
 def test_compare_shows_fork_point_sizes_metrics_and_plans(tree) -> None:

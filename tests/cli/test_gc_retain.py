@@ -99,8 +99,12 @@ def test_retain_keeps_the_best_epoch(history) -> None:
 def test_bad_retain_policies_fail_with_a_hint_and_change_nothing(history) -> None:
     before = history.snapshot()
 
-    nothing = history.mvc.fails("retain", "fork")
-    half = history.mvc.fails("retain", "fork", "--keep-best", "1")
+    # a policy missing or malformed is a usage error (exit 2)
+    nothing = history.mvc("retain", "fork", expect=2)
+    half = history.mvc("retain", "fork", "--keep-best", "1", expect=2)
+    no_mode = history.mvc(
+        "retain", "fork", "--keep-best", "1", "--metric", "loss", expect=2
+    )
     unknown = history.mvc.fails(
         "retain", "fork", "--keep-best", "1", "--metric", "nope", "--mode", "min"
     )
@@ -109,6 +113,7 @@ def test_bad_retain_policies_fail_with_a_hint_and_change_nothing(history) -> Non
 
     assert "at least one of --keep-last" in nothing.err
     assert "go together" in half.err
+    assert "--keep-best needs --mode max or --mode min; none was given" in no_mode.err
     assert "no epoch of session 'fork' has a value of metric 'nope'" in unknown.err
     assert "unknown revision 'nope'" in missing.err
     assert "median" in mode.err

@@ -229,7 +229,7 @@ def test_the_best_epoch_by_min_is_kept(history: History) -> None:
     [
         (RetainPolicy(), "at least one of"),
         (RetainPolicy(keep_best=1), "go together"),
-        (RetainPolicy(keep_best=1, metric="acc"), "--mode must be"),
+        (RetainPolicy(keep_best=1, metric="acc"), "needs --mode max or --mode min"),
         (RetainPolicy(keep_best=1, metric="nope", mode="max"), "no epoch"),
         (RetainPolicy(keep_every=0), "at least 1"),
     ],
