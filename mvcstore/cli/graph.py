@@ -85,12 +85,18 @@ def draw_lineage(items: Sequence[tuple[str, Sequence[str]]]) -> list[GraphRow]:
     """
     columns: list[str] = []
     rows: list[GraphRow] = []
+    ended: int | None = None  # the column a root just ended, if drawn last
     for key, parents in items:
         if key in columns:
             col = columns.index(key)
         else:
             columns.append(key)
             col = len(columns) - 1
+            if col == ended:
+                # a new line where a root's line just ended would read as its
+                # parent: a row without that column keeps them apart
+                rows.append(GraphRow(" ".join("|" for _ in columns[:-1]), None))
+        ended = None
         marks = ("*" if index == col else "|" for index in range(len(columns)))
         rows.append(GraphRow(" ".join(marks), key))
 
@@ -105,6 +111,8 @@ def draw_lineage(items: Sequence[tuple[str, Sequence[str]]]) -> list[GraphRow]:
             del columns[col]
             if col < len(columns):
                 rows.append(GraphRow(_connector(moves), None))
+            else:
+                ended = col
             continue
 
         columns[col] = wanted[0]

@@ -44,6 +44,15 @@ def test_unrelated_roots_end_their_lines_and_shift_the_rest_left():
     assert drawn == ["* x2", "| * y2", "* | x1", " /", "* y1"]
 
 
+def test_a_line_starting_where_a_root_ended_is_kept_apart_from_it():
+    # y2 is no child of x1: drawn right below it, it would read as one
+    drawn = _draw([("x2", ["x1"]), ("x1", []), ("y2", ["y1"]), ("y1", [])])
+    beside = _draw([("f", ["r"]), ("x1", []), ("m", ["r"]), ("r", [])])
+
+    assert drawn == ["* x2", "* x1", "", "* y2", "* y1"]
+    assert beside == ["* f", "| * x1", "|", "| * m", "|/", "* r"]
+
+
 def test_epoch_with_two_parents_branches_out_and_joins_again():
     drawn = _draw([("m", ["a", "b"]), ("a", ["r"]), ("b", ["r"]), ("r", [])])
 
