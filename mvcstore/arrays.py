@@ -223,7 +223,7 @@ def to_raw(value: object) -> RawTensor:
         if adapter.accepts(value):
             return adapter.to_raw(value)
     raise InvalidInputError(
-        f"cannot store a {type(value).__name__} as a tensor",
+        f"cannot store {_article(type(value).__name__)} as a tensor",
         hint="pass NumPy arrays or torch tensors",
     )
 
@@ -249,3 +249,8 @@ class _NumpyAdapter:
 
 
 register_adapter(_NumpyAdapter())
+
+
+def _article(noun: str) -> str:
+    """Return ``noun`` after "a" or "an", for messages."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

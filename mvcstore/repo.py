@@ -323,7 +323,12 @@ def _owner_alive(owner: str) -> bool:
 
 
 def _check_tensor_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name) > 1000:
+    if not isinstance(name, str):
+        raise InvalidInputError(
+            f"tensor name {name!r} is not a string ({type(name).__name__})",
+            hint="name each tensor by a string, as a state dict does",
+        )
+    if not name or len(name) > 1000:
         raise InvalidInputError(f"tensor name {name!r} must be 1 to 1000 characters")
     if any(ord(char) < 32 for char in name):
         raise InvalidInputError(f"tensor name {name!r} holds control characters")

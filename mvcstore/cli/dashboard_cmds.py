@@ -493,7 +493,8 @@ def plot(
             }
         )
         return
-    click.echo(printable(f"wrote {output} ({kind}, {len(traces)} traces of {metric})"))
+    count = f"{len(traces)} trace{'' if len(traces) == 1 else 's'}"
+    click.echo(printable(f"wrote {output} ({kind}, {count} of {metric})"))
 
 
 # -- ui --------------------------------------------------------------------

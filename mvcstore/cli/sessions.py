@@ -11,6 +11,7 @@ import click
 
 from mvcstore.arrays import RawTensor
 from mvcstore.cli.common import echo_json, json_option, open_repo
+from mvcstore.cli.format import table
 from mvcstore.codec import ObjectId
 from mvcstore.errors import InvalidInputError
 from mvcstore.objects import Graph
@@ -217,15 +218,15 @@ def _list_sessions(repo: Repo, as_json: bool) -> None:
         return
     rows = [
         [
-            "*" if name == head else " ",
             name,
             oid.short() if oid else "-",
             f"#{entries[oid].number}" if oid in entries else "(no epoch yet)",
         ]
         for name, oid in listed
     ]
-    for row in rows:
-        click.echo("  ".join(row).rstrip())
+    for (name, _), line in zip(listed, table(rows), strict=True):
+        # '*' marks the current session, as git does
+        click.echo(f"{'*' if name == head else ' '} {line}")
 
 
 def _current_epoch(repo: Repo) -> ObjectId | None:

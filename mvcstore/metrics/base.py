@@ -82,7 +82,11 @@ def check_metric_name(name: object) -> str:
     Raises:
         InvalidInputError: If it is empty, too long or holds control characters.
     """
-    if not isinstance(name, str) or not name or len(name) > 200:
+    if not isinstance(name, str):
+        raise InvalidInputError(
+            f"metric name {name!r} is not a string ({type(name).__name__})"
+        )
+    if not name or len(name) > 200:
         raise InvalidInputError(f"metric name {name!r} must be 1 to 200 characters")
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
         raise InvalidInputError(f"metric name {name!r} holds control characters")

@@ -152,6 +152,18 @@ def test_commit_refuses_a_step_that_overlaps_or_goes_back(repo: Repo) -> None:
     assert session.commit(make_state("a", 3), metrics={"loss": 0.4}).step == 121
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [(1, r"is not a string \(int\)"), ("", "1 to 1000"), ("a\nb", "control")],
+)
+def test_a_bad_tensor_name_says_what_is_wrong(
+    repo: Repo, name: object, reason: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=reason):
+        repo.session("a").commit({name: np.zeros(2, np.float32)})  # type: ignore[dict-item]
+    assert repo.session_head("a") is None
+
+
 def test_summary_metrics_are_kept_and_logged_as_documents(repo: Repo) -> None:
     session = repo.session("a")
 
