@@ -124,7 +124,8 @@ def gc(dry_run: bool, grace_s: float, reflog_s: float, as_json: bool) -> None:
         f" ({_size(report.temporary_bytes)})"
     )
     click.echo(
-        f"kept {_plural(report.reachable, 'reachable object')} and"
+        f"kept {_plural(report.reachable, 'object')} reachable from sessions,"
+        " tags, the reflog or open epochs, and"
         f" {report.kept_young} unreferenced younger than the grace period"
     )
 

@@ -197,5 +197,5 @@ def _print_report(report: FsckReport) -> None:
     click.echo(
         f"checked {_plural(report.objects, 'object')},"
         f" {_plural(report.epochs, 'epoch')} reachable,"
-        f" {report.unreferenced} unreferenced: {verdict}"
+        f" {report.unreferenced} not reached from a session or tag: {verdict}"
     )
