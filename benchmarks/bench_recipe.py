@@ -13,8 +13,8 @@ Usage::
         [--tools torch.save,safetensors,mvcstore,DVC,git-lfs,MLflow]
         [--runs N] [--out benchmarks/results] [--work-dir DIR] [--profile]
 
-It prints a Markdown table and writes it to ``<out>/recipe-<date>.md``, with
-every sample in ``<out>/latest.json``.
+It prints a Markdown table and writes it to ``<out>/recipe-<date>-<HHMM>.md``
+(UTC), with every sample in ``<out>/latest.json`` (the latest run's).
 """
 
 from __future__ import annotations
@@ -1360,7 +1360,8 @@ def main(argv: list[str] | None = None) -> int:
     report = render(result)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    day = datetime.date.today().isoformat()
+    # the time too: a second run on one day keeps the first one's table
+    day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
     write_atomic(args.out / f"recipe-{day}.md", report)
     write_atomic(args.out / "latest.json", json.dumps(result, indent=1) + "\n")
     if args.profile:
