@@ -7,6 +7,8 @@ them by one unambiguous name.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +176,15 @@ def drop_object(repo: Repo, oid: ObjectId) -> None:
     moved.with_suffix(".idx").write_bytes(encode_index(entries, size))
     old_index.unlink()
     repo.objects.packs.refresh()
+
+
+def can_mount_privately() -> bool:
+    """Return whether a private mount namespace can be made (``unshare``)."""
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"],
+        capture_output=True,
+        timeout=30,
+    )
+    return probe.returncode == 0

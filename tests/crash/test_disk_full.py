@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from support import assert_clean
+from support import assert_clean, can_mount_privately
 
 import mvcstore.stores.local as local_store
 import mvcstore.stores.packs as packs_store
@@ -114,20 +113,9 @@ def test_enospc_at_every_object_of_a_commit_fails_clearly(
             repo.close()
 
 
-def _can_mount_privately() -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "true"],
-        capture_output=True,
-        timeout=30,
-    )
-    return probe.returncode == 0
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="needs Linux namespaces")
 def test_a_full_tmpfs_fails_commits_clearly_and_loses_nothing(tmp_path: Path) -> None:
-    if not _can_mount_privately():
+    if not can_mount_privately():
         pytest.skip("this machine does not allow a private mount namespace")
     folder = tmp_path / "small-disk"
     folder.mkdir()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import can_mount_privately
 
 from mvcstore import Repo
 from mvcstore.errors import BackendUnavailableError, RepositoryFormatError
@@ -113,17 +114,6 @@ def test_fsck_passes_when_every_summary_has_its_documents(closed_repo: Path) -> 
         assert repo.fsck().ok
 
 
-def _read_only_mount_works() -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", "mount --bind -o ro / /mnt 2>/dev/null"],
-        capture_output=True,
-        timeout=30,
-    )
-    return probe.returncode == 0
-
-
 _IN_READ_ONLY_MOUNT = """
 import sys
 from pathlib import Path
@@ -152,7 +142,7 @@ with Repo.open(work, durable=False) as damaged:
 
 
 @pytest.mark.skipif(
-    not _read_only_mount_works(), reason="needs a private read-only bind mount"
+    not can_mount_privately(), reason="needs a private read-only bind mount"
 )
 def test_a_read_only_repository_reads_and_serves_as_repair_source(
     closed_repo: Path, tmp_path: Path
@@ -168,7 +158,9 @@ def test_a_read_only_repository_reads_and_serves_as_repair_source(
     result = subprocess.run(
         [
             "unshare",
-            "-m",
+            "--user",
+            "--map-root-user",
+            "--mount",
             "sh",
             "-c",
             'mount --bind -o ro "$1" "$1" && exec "$2" "$3" "$1" "$4" "$5"',
