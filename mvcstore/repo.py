@@ -132,7 +132,8 @@ REPO_DIR: Final = ".mvc"
 CONFIG_FILE: Final = "config.json"
 LOCK_FILE: Final = "gc.lock"
 """Orders gc's deletions against the last step of commits (``deletion_lock``)."""
-DATABASE_FILES: Final = ("index.sqlite", "metrics.sqlite")
+METRICS_FILE: Final = "metrics.sqlite"
+DATABASE_FILES: Final = ("index.sqlite", METRICS_FILE)
 FORMAT_NAME: Final = "mvcstore"
 _META_LEVEL: Final = 3
 _BLOB_CODE: Final = bytes((KINDS["blob"],))
@@ -607,12 +608,16 @@ class Repo:
             session_prefix=SESSION_PREFIX,
             create=create,
         )
+        metrics_uri = str(config.get("metrics", LOCAL))
         try:
+            # the index is read only in the rare case of a missing metrics file
+            create_metrics = create or (
+                metrics_uri == LOCAL
+                and not (root / METRICS_FILE).exists()
+                and next(iter(stores.index.iter_entries()), None) is None
+            )
             metrics, metric_closers = open_metrics_index(
-                str(config.get("metrics", LOCAL)),
-                root=root,
-                durable=durable,
-                create=create or next(iter(stores.index.iter_entries()), None) is None,
+                metrics_uri, root=root, durable=durable, create=create_metrics
             )
         except MvcError:
             for closer in stores.closers:
