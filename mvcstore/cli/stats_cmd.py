@@ -6,6 +6,7 @@ import click
 
 from mvcstore.cli.common import echo_json, json_option, open_repo
 from mvcstore.cli.format import table
+from mvcstore.errors import RevisionNotFoundError
 from mvcstore.stores.stats import UsageStats
 
 __all__ = ["stats"]
@@ -32,7 +33,14 @@ def stats(revision: str | None, all_refs: bool, as_json: bool) -> None:
     if revision is not None and all_refs:
         raise click.UsageError("give REV or --all, not both")
     repo = open_repo()
-    result = repo.stats(revision, all_refs=all_refs)
+    try:
+        result = repo.stats(revision, all_refs=all_refs)
+    except RevisionNotFoundError as exc:
+        if revision is not None or repo.head_session() is not None:
+            raise
+        # no current session: the whole repository is what there is to count
+        exc.hint = "give a revision, or count every session with 'mvc stats --all'"
+        raise
     if as_json:
         echo_json(result.to_json())
         return

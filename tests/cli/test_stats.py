@@ -54,3 +54,14 @@ def test_stats_of_an_unknown_revision_fails_clearly(history):
     result = history.mvc.fails("stats", "nowhere")
 
     assert "nowhere" in result.err
+
+
+def test_stats_with_no_current_session_points_at_all(mvc):
+    mvc("init")
+
+    result = mvc.fails("stats")
+    everything = mvc("stats", "--all")
+
+    assert "no current session" in result.err
+    assert "mvc stats --all" in result.err
+    assert everything.out.splitlines()[1].split()[:2] == ["total", "0"]
