@@ -32,8 +32,9 @@ from mvcstore.stores.sqlite_file import connect, database_error, open_database
 __all__ = ["SqliteMetricsIndex", "METRICS_SCHEMA"]
 
 _START_OVER: Final = (
-    " To go on without the lost documents instead, create the file empty"
-    " ('touch' it): fsck then lists the epochs whose documents are gone."
+    " To go on without the lost documents instead, make it an empty file"
+    " (0 bytes: 'rm' it, then 'touch' it): fsck then lists the epochs whose"
+    " documents are gone."
 )
 
 logger = logging.getLogger(__name__)

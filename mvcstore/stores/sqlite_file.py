@@ -98,15 +98,22 @@ def open_database(
     read_only = not create and not writable(path)
     conn: sqlite3.Connection | None = None
     try:
-        conn = connect(path, read_only=read_only)
-        # before any pragma: nothing is written to a file found empty
-        if not create and not _has_table(conn, table):
-            raise RepositoryFormatError(
-                f"{what} {path} is empty (it has no '{table}' table)",
-                path=str(path),
-                hint=_RESTORE_HINT + hint_missing,
-            )
-        if not read_only:
+        if not create:
+            # a read-only look first: a writable connection's close would fold
+            # a write-ahead log into a file found damaged, and delete the log
+            conn = _probe(path, read_only=read_only)
+            if not _has_table(conn, table):
+                raise RepositoryFormatError(
+                    f"{what} {path} lacks its tables (no '{table}' table): it is"
+                    " empty or not this repository's",
+                    path=str(path),
+                    hint=_RESTORE_HINT + hint_missing,
+                )
+            if not read_only:
+                conn.close()
+                conn = None
+        if conn is None:
+            conn = connect(path, read_only=False)
             for pragma in pragmas:
                 conn.execute(pragma)
             conn.executescript(schema)
@@ -138,6 +145,18 @@ _RESTORE_HINT: Final = (
     "restore it (with its -wal file, if any) from a backup of the repository;"
     " the objects are untouched, and nothing was created in its place."
 )
+
+
+def _probe(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        return connect(path, read_only=True)
+    return sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=TIMEOUT_S,
+    )
 
 
 def _has_table(conn: sqlite3.Connection, table: str) -> bool:

@@ -67,7 +67,9 @@ def test_a_lost_index_database_is_refused_and_nothing_is_deleted(
     else:
         index.write_bytes(b"")
 
-    with pytest.raises(RepositoryFormatError, match="index.sqlite is (missing|empty)"):
+    with pytest.raises(
+        RepositoryFormatError, match="index.sqlite (is missing|lacks its tables)"
+    ):
         Repo.open(closed_repo)
     for command in (["log"], ["fsck"], ["gc", "--grace", "0"], ["branch"]):
         result = _mvc(closed_repo, *command)
@@ -220,3 +222,34 @@ def test_init_runs_again_over_what_an_interrupted_init_left(tmp_path: Path) -> N
     assert _mvc(tmp_path, "init").returncode == 0
     with Repo.open(tmp_path, durable=False) as repo:
         repo.session("a").commit({"w": np.zeros(4, np.float32)})
+
+
+_CRASHED_WRITER = """
+import os, sys
+import numpy as np
+from mvcstore import Repo
+repo = Repo.open(sys.argv[1])
+repo.session("a").commit({"w": np.full(64, 7, dtype=np.float32)}, metrics={"loss": 0.1})
+os._exit(0)  # no close: the last commit lives only in index.sqlite-wal
+"""
+
+
+def test_a_refused_index_keeps_the_write_ahead_log_it_came_with(
+    closed_repo: Path,
+) -> None:
+    subprocess.run(
+        [sys.executable, "-c", _CRASHED_WRITER, str(closed_repo)],
+        check=True,
+        timeout=120,
+    )
+    folder = closed_repo / ".mvc"
+    wal = folder / "index.sqlite-wal"
+    assert wal.stat().st_size > 0
+    log = wal.read_bytes()
+    (folder / "index.sqlite").write_bytes(b"\0" * 4096)
+
+    result = _mvc(closed_repo, "log")
+
+    assert result.returncode == 1 and "index.sqlite" in result.stderr
+    assert wal.read_bytes() == log
+    assert (folder / "index.sqlite").read_bytes() == b"\0" * 4096
