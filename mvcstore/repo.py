@@ -425,6 +425,8 @@ class Repo:
         config = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
+            # ties the embedded index to this config (see SqliteDatabase)
+            "id": uuid.uuid4().hex,
             **backends,
         }
         # the config is written last: a folder without it is not a repository yet
@@ -573,6 +575,12 @@ class Repo:
                 f" mvcstore reads versions 1 to {FORMAT_VERSION})",
                 path=str(config_path),
                 hint="upgrade mvcstore to a release that reads this format",
+            )
+        if not isinstance(config.get("id", ""), str):
+            raise RepositoryFormatError(
+                f"repository id in {config_path} is not a string",
+                path=str(config_path),
+                hint="restore the config from a backup of the repository",
             )
         for part in BACKEND_PARTS:
             value = config.get(part, LOCAL)

@@ -691,7 +691,12 @@ class SqliteDatabase:
     """
 
     def __init__(
-        self, path: Path, *, durable: bool = True, create: bool = False
+        self,
+        path: Path,
+        *,
+        durable: bool = True,
+        create: bool = False,
+        repository: str | None = None,
     ) -> None:
         self.path = path
         self._lock = threading.RLock()
@@ -707,6 +712,43 @@ class SqliteDatabase:
                 "PRAGMA foreign_keys=ON",
             ),
         )
+        if repository is not None:
+            try:
+                self._bind(repository, create=create)
+            except BaseException:
+                self.conn.close()
+                raise
+
+    def _bind(self, repository: str, *, create: bool) -> None:
+        """Record, or check, the id of the repository this file belongs to.
+
+        An index from another repository (or a new one) would show other
+        sessions, or none, and gc would take this repository's objects for
+        garbage: it is refused. Repositories made before ids were written
+        have none in their config and are not checked.
+        """
+        try:
+            if create:
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('repository', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (repository,),
+                )
+                return
+            rows = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'repository'"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise database_error(self.path, exc) from exc
+        found = str(rows[0][0]) if rows else None
+        if found != repository:
+            raise RepositoryFormatError(
+                f"database {self.path} is not this repository's: it names"
+                f" repository {found or '(none)'}, config.json names {repository}",
+                path=str(self.path),
+                hint="restore this repository's index.sqlite (with its -wal file)"
+                " from a backup; the objects are untouched",
+            )
 
     def execute(
         self, sql: str, args: Sequence[object] = ()

@@ -320,7 +320,13 @@ def open_stores(
             SqliteRefStore,
         )
 
-        db = SqliteDatabase(root / "index.sqlite", durable=durable, create=create)
+        identity = config.get("id")
+        db = SqliteDatabase(
+            root / "index.sqlite",
+            durable=durable,
+            create=create,
+            repository=identity if isinstance(identity, str) else None,
+        )
         closers.append(db)
         refs = SqliteRefStore(db)
         index = SqliteEpochIndex(db)

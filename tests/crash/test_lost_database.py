@@ -253,3 +253,19 @@ def test_a_refused_index_keeps_the_write_ahead_log_it_came_with(
     assert result.returncode == 1 and "index.sqlite" in result.stderr
     assert wal.read_bytes() == log
     assert (folder / "index.sqlite").read_bytes() == b"\0" * 4096
+
+
+def test_an_index_from_another_repository_is_refused(
+    closed_repo: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    Repo.init(other, durable=False).close()
+    before = _objects(closed_repo)
+    index = closed_repo / ".mvc" / "index.sqlite"
+    index.write_bytes((other / ".mvc" / "index.sqlite").read_bytes())
+
+    for command in (["log", "--all"], ["fsck"], ["gc", "--grace", "0"]):
+        result = _mvc(closed_repo, *command)
+        assert result.returncode == 1, command
+        assert "is not this repository's" in result.stderr
+    assert _objects(closed_repo) == before
