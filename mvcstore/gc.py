@@ -36,6 +36,7 @@ from mvcstore.errors import (
     InvalidInputError,
     MvcError,
     ObjectNotFoundError,
+    RepositoryFormatError,
     RevisionNotFoundError,
 )
 from mvcstore.objects import Epoch, StoredObject, Tensor
@@ -302,6 +303,7 @@ def collect(
     marker.mark(roots.lenient, strict=False)
     report.reachable = len(marker.marked)
     plan = _plan(repo, marker, roots, now=now, grace_s=grace_s, report=report)
+    _refuse_unindexed_lines(repo, plan)
 
     if not dry_run:
         with repo.deletion_lock(exclusive=True):
@@ -404,6 +406,63 @@ def _plan(
     return plan
 
 
+def _refuse_unindexed_lines(repo: Repo, plan: _Plan) -> None:
+    """Stop before removing epochs that look lost from the index, not abandoned.
+
+    A commit indexes its epoch before moving its ref, so one that stopped
+    halfway leaves at most a single unindexed epoch whose parent is indexed:
+    no commit builds on it. Unindexed epochs one of which is another's parent
+    mean the index lost them (deleted, replaced by an older copy, or rolled
+    back with its write-ahead log) or a push, pull or clone stopped halfway;
+    removing them would lose that history for good.
+
+    Raises:
+        RepositoryFormatError: Naming such epochs; nothing is removed.
+    """
+    kinds = repo.objects
+    if not isinstance(kinds, FrameKinds):
+        return  # a store that cannot tell kinds cheaply (servers): not checked
+    candidates = []
+    for oid in plan.objects:
+        try:
+            if kinds.object_kind(oid) == "epoch":
+                candidates.append(oid)
+        except ObjectNotFoundError:
+            continue
+    indexed = repo.index.get_many(candidates)
+    # rows an earlier gc removed before it stopped are no loss
+    removed_by_gc = getattr(repo.index, "unindexed", None)
+    known: set[ObjectId] = (
+        set(removed_by_gc(candidates)) if callable(removed_by_gc) else set()
+    )
+    unindexed: dict[ObjectId, Epoch] = {}
+    for oid in candidates:
+        if oid in indexed or oid in known:
+            continue
+        try:
+            obj = repo.get(oid)
+        except MvcError:
+            continue  # damaged: fsck reports it
+        if isinstance(obj, Epoch):
+            unindexed[oid] = obj
+    lines = sorted(
+        oid.hex
+        for oid, epoch in unindexed.items()
+        if any(parent in unindexed for parent in epoch.parents)
+    )
+    if lines:
+        shown = ", ".join(hex_id[:12] for hex_id in lines[:5])
+        raise RepositoryFormatError(
+            f"gc stopped, nothing removed: {len(lines)} stored epoch(s) ({shown})"
+            " continue epochs that the epoch index does not know either, which no"
+            " interrupted commit leaves: the index looks lost, replaced by an"
+            " older copy, or rolled back",
+            path=str(repo.path / "index.sqlite"),
+            hint="restore index.sqlite (with its -wal file) from a backup; after"
+            " an interrupted push, pull or clone, run it again to completion",
+        )
+
+
 def _spare(plan: _Plan, marker: _Marker, roots: _Roots, newly: list[ObjectId]) -> None:
     """Take out of ``plan`` what became reachable since it was made."""
     for oid in newly:
@@ -444,6 +503,11 @@ def _execute(repo: Repo, plan: _Plan, *, now: float, grace_s: float) -> None:
     else:
         for oid in plan.objects:
             store.delete(oid)
+    forget = getattr(repo.index, "forget_unindexed", None)
+    if callable(forget) and plan.epochs:
+        # the memory of a removed row goes with the epoch's object
+        still = store.has_many(plan.epochs)
+        forget([oid for oid in plan.epochs if oid not in still])
     for open_epoch in plan.open_epochs:
         repo.refs.clear_open_epoch(open_epoch.session, open_epoch.uid)
     for path in plan.temporaries:

@@ -118,6 +118,9 @@ CREATE TABLE IF NOT EXISTS dropped (
     time_ns INTEGER NOT NULL,
     policy  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unindexed (
+    id BLOB PRIMARY KEY
+) WITHOUT ROWID;
 """
 
 
@@ -1125,11 +1128,38 @@ class SqliteEpochIndex:
             yield _dropped(row)
 
     def delete(self, oids: Iterable[ObjectId]) -> None:
-        """Remove epochs and their parent links from the index."""
+        """Remove epochs and their parent links from the index.
+
+        Each id is remembered in ``unindexed`` until ``forget_unindexed``, so
+        that gc stopped between the rows and the objects is told apart from
+        an index that lost epochs (see ``gc``).
+        """
         raws = [(oid.raw,) for oid in oids]
         with self.db.transaction() as conn:
             conn.executemany("DELETE FROM epochs WHERE id = ?", raws)
             conn.executemany("DELETE FROM epoch_parents WHERE child = ?", raws)
+            conn.executemany(
+                "INSERT INTO unindexed (id) VALUES (?) ON CONFLICT DO NOTHING", raws
+            )
+
+    def unindexed(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
+        """Return those of ``oids`` whose rows ``delete`` removed."""
+        found: set[ObjectId] = set()
+        wanted = [oid.raw for oid in oids]
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"SELECT id FROM unindexed WHERE id IN ({marks})", part
+            )
+            found.update(_req_oid(row[0]) for row in rows)
+        return found
+
+    def forget_unindexed(self, oids: Iterable[ObjectId]) -> None:
+        """Drop the memory of removed rows (once their objects are gone)."""
+        raws = [(oid.raw,) for oid in oids]
+        with self.db.transaction() as conn:
+            conn.executemany("DELETE FROM unindexed WHERE id = ?", raws)
 
 
 def _dropped(row: tuple[object, ...]) -> DroppedEpoch:

@@ -1,7 +1,8 @@
 """A damaged SQLite page: reads name the database file, fsck reports it.
 
-A page in the middle of ``index.sqlite`` or ``metrics.sqlite`` is overwritten
-with noise after the repository was closed (so the write-ahead log has been
+The root page of the main table of ``index.sqlite`` (epochs) or
+``metrics.sqlite`` (documents) is overwritten with noise after the repository
+was closed (so the write-ahead log has been
 folded into the file). Every read either works or fails with an MvcError that
 names the damaged file; ``fsck`` reports the file as damaged (SQLite's
 integrity check) and still checks every object; ``mvc fsck`` exits 1 naming it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,13 +49,23 @@ def closed_repo(tmp_path: Path) -> Path:
     return tmp_path / ".mvc"
 
 
-def _damage_middle_page(path: Path, seed: int) -> None:
+# the table every read of the file goes through: its root page is damaged
+_MAIN_TABLE = {"index.sqlite": "epochs", "metrics.sqlite": "docs"}
+
+
+def _damage_main_table(path: Path, seed: int) -> None:
+    with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?",
+            (_MAIN_TABLE[path.name],),
+        ).fetchone()
+    conn.close()
     data = bytearray(path.read_bytes())
     pages = len(data) // PAGE
     assert pages >= 8, pages
-    middle = pages // 2
+    page = int(root) - 1  # page numbers start at 1
     noise = random.Random(seed)
-    data[middle * PAGE : (middle + 1) * PAGE] = bytes(
+    data[page * PAGE : (page + 1) * PAGE] = bytes(
         noise.randrange(256) for _ in range(PAGE)
     )
     path.write_bytes(bytes(data))
@@ -76,7 +88,7 @@ def test_a_damaged_page_is_named_by_reads_and_fsck(
     closed_repo: Path, name: str, seed: int
 ) -> None:
     database = closed_repo / name
-    _damage_middle_page(database, seed)
+    _damage_main_table(database, seed)
 
     with Repo.open(closed_repo, durable=False) as repo:
         failed = []
@@ -98,7 +110,7 @@ def test_a_damaged_page_is_named_by_reads_and_fsck(
 
 
 def test_mvc_fsck_reports_a_damaged_database_and_exits_1(closed_repo: Path) -> None:
-    _damage_middle_page(closed_repo / "metrics.sqlite", 3)
+    _damage_main_table(closed_repo / "metrics.sqlite", 3)
     env = {**os.environ, "MVC_DIR": str(closed_repo)}
 
     result = subprocess.run(

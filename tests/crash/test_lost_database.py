@@ -269,3 +269,26 @@ def test_an_index_from_another_repository_is_refused(
         assert result.returncode == 1, command
         assert "is not this repository's" in result.stderr
     assert _objects(closed_repo) == before
+
+
+def test_gc_stops_when_the_index_lost_a_line_of_epochs(
+    closed_repo: Path, tmp_path: Path
+) -> None:
+    # the index as it was before the last two commits: an older copy restored
+    older = tmp_path / "older.sqlite"
+    with Repo.open(closed_repo, durable=False) as repo:
+        repo.objects.flush()
+    shutil.copy(closed_repo / ".mvc" / "index.sqlite", older)
+    with Repo.open(closed_repo, durable=False) as repo:
+        session = repo.session("a")
+        for number in (3, 4):
+            session.commit({"w": np.full(64, number, dtype=np.float32)})
+    shutil.copy(older, closed_repo / ".mvc" / "index.sqlite")
+    before = _objects(closed_repo)
+
+    result = _mvc(closed_repo, "gc", "--grace", "0")
+
+    assert result.returncode == 1
+    assert "gc stopped, nothing removed: 1 stored epoch(s)" in result.stderr
+    assert "restore index.sqlite" in result.stderr
+    assert _objects(closed_repo) == before
