@@ -642,6 +642,11 @@ class Repo:
             closers=[*stores.closers, *metric_closers],
         )
 
+    @property
+    def read_only(self) -> bool:
+        """Whether refs cannot be written here (an index on a read-only mount)."""
+        return bool(getattr(self.refs, "read_only", False))
+
     def close(self) -> None:
         """Release the repository's files and threads."""
         self._pool.shutdown(wait=True)

@@ -136,6 +136,12 @@ def checkout(
     epoch_id = repo.resolve_id(revision)
     if new_session is not None:
         session_ref(new_session)
+        if repo.read_only:
+            raise InvalidInputError(
+                f"cannot start session {new_session!r}: the repository is"
+                " read-only here",
+                hint="check out without -b, or where the repository can be written",
+            )
         if repo.session_head(new_session) is not None:
             raise InvalidInputError(
                 f"session {new_session!r} already exists",
@@ -170,8 +176,16 @@ def checkout(
         head = new_session
     elif revision in {name for name, _ in repo.sessions()}:
         head = revision
-    if head is not None:
-        repo.set_head(head)
+    if head is not None and repo.head_session() != head:
+        if repo.read_only:
+            click.echo(
+                f"note: {head} is not made the current session: the repository"
+                " is read-only here",
+                err=True,
+            )
+            head = None
+        else:
+            repo.set_head(head)
 
     if as_json:
         echo_json(

@@ -837,6 +837,11 @@ class SqliteRefStore:
         self.db = db
         self.location = str(db.path)
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the database was opened read-only (a folder not writable)."""
+        return self.db.read_only
+
     def get(self, ref: str) -> ObjectId | None:
         """Return the epoch ``ref`` points at, or None."""
         rows = self.db.execute("SELECT target FROM refs WHERE name = ?", (ref,))

@@ -140,6 +140,16 @@ with Repo.open(work, durable=False) as damaged:
     report = repair(damaged, ro)
     assert report.fsck.ok, report.fsck.problems
     print("REPAIRED", len(report.repaired))
+import subprocess
+mvc = str(Path(sys.executable).with_name("mvc"))
+run = lambda *a: subprocess.run([mvc, *a], cwd=ro, capture_output=True, text=True)
+co = run("checkout", "b", "-o", str(out / "co"))
+assert co.returncode == 0 and "read-only" in co.stderr, co.stderr
+assert (out / "co" / "weights.safetensors").exists()
+new = run("checkout", "a", "-b", "x", "-o", str(out / "co-b"))
+assert new.returncode == 1 and "read-only" in new.stderr, new.stderr
+assert not (out / "co-b").exists()
+print("CLI OK")
 """
 
 
@@ -151,6 +161,9 @@ def test_a_read_only_repository_reads_and_serves_as_repair_source(
 ) -> None:
     backup = tmp_path / "backup"
     shutil.copytree(closed_repo, backup)
+    with Repo.open(backup, durable=False) as copy:
+        copy.fork("b", at="a#2")
+        copy.set_head("a")  # checking out b would make it current
     # damage the working copy: one pack gone
     pack = next((closed_repo / ".mvc" / "objects" / "packs").glob("*.pack"))
     pack.unlink()
@@ -181,6 +194,7 @@ def test_a_read_only_repository_reads_and_serves_as_repair_source(
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WRITE REFUSED:" in result.stdout and "read-only" in result.stdout
     assert "REPAIRED" in result.stdout
+    assert "CLI OK" in result.stdout
 
 
 def test_a_write_to_a_read_only_database_says_so(
