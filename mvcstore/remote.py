@@ -1279,6 +1279,13 @@ def clone(
     """
     folder = Path(target)
     created_folder = not folder.exists()
+    # a .mvc already there (even one Repo.init would build over) is not the
+    # clone's to remove if the clone fails
+    if (folder / REPO_DIR).exists():
+        raise InvalidInputError(
+            f"{folder / REPO_DIR} already exists",
+            hint="clone into a new folder, or remove that one first",
+        )
     local = Repo.init(folder, durable=durable)
     try:
         add_remote(local, spec)

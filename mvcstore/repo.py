@@ -169,7 +169,7 @@ def find_repository(path: Path | None = None) -> Path:
             return folder / REPO_DIR
         if _holds_history(folder / REPO_DIR):
             raise RepositoryFormatError(
-                f"{folder / REPO_DIR} holds a repository's sessions and epochs"
+                f"{folder / REPO_DIR} holds a repository's objects or sessions"
                 f" but no {CONFIG_FILE}",
                 path=str(folder / REPO_DIR / CONFIG_FILE),
                 hint=f"restore {CONFIG_FILE} from a backup of the repository (it"
@@ -180,11 +180,18 @@ def find_repository(path: Path | None = None) -> Path:
 
 
 def _holds_history(root: Path) -> bool:
-    """Return whether a ``.mvc`` folder's index names any ref or epoch.
+    """Return whether a ``.mvc`` folder holds objects, refs or epochs.
 
-    Such a folder without its config lost the config; one whose index is
-    empty is what an interrupted ``mvc init`` leaves, to be made again.
+    Such a folder without its config lost the config; one that holds none is
+    what an interrupted ``mvc init`` leaves, to be made again.
     """
+    objects = root / "objects"
+    if any((objects / "packs").glob("*.pack")) or any(
+        len(entry.name) == 2 and any(entry.iterdir())
+        for entry in (objects.iterdir() if objects.is_dir() else [])
+        if entry.is_dir()
+    ):
+        return True  # stored objects: an interrupted init stores none
     index = root / "index.sqlite"
     if not index.is_file():
         return False
@@ -404,7 +411,7 @@ class Repo:
             )
         if _holds_history(root):
             raise InvalidInputError(
-                f"{root} holds a repository's sessions and epochs but no {CONFIG_FILE}",
+                f"{root} holds a repository's objects or sessions but no {CONFIG_FILE}",
                 hint=f"restore {CONFIG_FILE} from a backup of the repository"
                 " rather than creating a new one over it",
             )

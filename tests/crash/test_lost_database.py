@@ -221,7 +221,7 @@ def test_a_lost_config_is_named_and_init_does_not_build_over_it(
 
     assert log.returncode == 1 and init.returncode == 1
     for result in (log, init):
-        assert "holds a repository's sessions and epochs but no config.json" in (
+        assert "holds a repository's objects or sessions but no config.json" in (
             result.stderr
         )
         assert "restore config.json from a backup" in result.stderr
@@ -305,4 +305,22 @@ def test_gc_stops_when_the_index_lost_a_line_of_epochs(
     assert result.returncode == 1
     assert "gc stopped, nothing removed: 1 stored epoch(s)" in result.stderr
     assert "restore index.sqlite" in result.stderr
+    assert _objects(closed_repo) == before
+
+
+def test_init_and_clone_do_not_build_over_objects_without_config(
+    closed_repo: Path, tmp_path: Path
+) -> None:
+    folder = closed_repo / ".mvc"
+    (folder / "config.json").unlink()
+    (folder / "index.sqlite").unlink()
+    before = _objects(closed_repo)
+    source = tmp_path / "source"
+    Repo.init(source, durable=False).close()
+
+    init = _mvc(closed_repo, "init")
+    clone = _mvc(tmp_path, "clone", str(source), str(closed_repo))
+
+    assert init.returncode == 1 and "objects or sessions" in init.stderr
+    assert clone.returncode == 1 and "already exists" in clone.stderr
     assert _objects(closed_repo) == before
