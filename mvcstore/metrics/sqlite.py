@@ -27,7 +27,12 @@ from mvcstore.errors import (
     RepositoryFormatError,
 )
 from mvcstore.metrics.base import MetricDoc, MetricStats
-from mvcstore.stores.sqlite_file import connect, database_error, open_database
+from mvcstore.stores.sqlite_file import (
+    connect,
+    database_error,
+    open_database,
+    writable,
+)
 
 __all__ = ["SqliteMetricsIndex", "METRICS_SCHEMA"]
 
@@ -106,7 +111,7 @@ class SqliteMetricsIndex:
         self.read_only = False
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        if create and not path.exists():
+        if create and not path.exists() and writable(path):
             # made now, with the repository: a file missing later is a loss
             _ = self.conn
 

@@ -95,6 +95,12 @@ def open_database(
             path=str(path),
             hint=_RESTORE_HINT + hint_missing,
         )
+    if create and not writable(path):
+        raise RepositoryFormatError(
+            f"{what} {path} cannot be made: the folder is read-only",
+            path=str(path),
+            hint="run the command once where the repository can be written",
+        )
     read_only = not create and not writable(path)
     conn: sqlite3.Connection | None = None
     try:
