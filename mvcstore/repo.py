@@ -42,6 +42,7 @@ from mvcstore.errors import (
     CorruptObjectError,
     EpochIncompleteError,
     InvalidInputError,
+    MetricConflictError,
     MvcError,
     ObjectNotFoundError,
     RepositoryFormatError,
@@ -1821,6 +1822,8 @@ class Session:
 
         Raises:
             InvalidInputError: If an input cannot be stored; nothing is changed.
+            MetricConflictError: If a summary value differs from the value
+                logged for it at the epoch's step; nothing is stored.
             RefConflictError: If another writer moved the session meanwhile; the
                 epoch is stored and can be kept with ``mvc branch``.
         """
@@ -1846,6 +1849,23 @@ class Session:
         if extra is not None:
             for role in extra:
                 check_name(role, what="state role")
+
+        if step is None:
+            step = (
+                self._last_step
+                if self._last_step is not None
+                else (parent.step if parent else 0)
+            )
+            if summary and self._last_step is None:
+                # summary documents need a step of their own, after the parent's
+                step = (parent.step + 1) if parent else 1
+        open_epoch = self._ensure_open() if summary else self._open
+        uid = open_epoch.uid if open_epoch else uuid.uuid4().hex
+        if summary:
+            # a summary value that differs from one logged at that step would
+            # fail after the objects are stored: refuse it before (this also
+            # reads the metrics database, which must be there)
+            self._check_summary(uid, step, summary)
 
         # objects first: a crash from here on leaves only unreferenced objects;
         # the token read before them tells whether gc deleted any meanwhile
@@ -1882,17 +1902,6 @@ class Session:
         except BaseException:
             batch.abort()
             raise
-        if step is None:
-            step = (
-                self._last_step
-                if self._last_step is not None
-                else (parent.step if parent else 0)
-            )
-            if summary and self._last_step is None:
-                # summary documents need a step of their own, after the parent's
-                step = (parent.step + 1) if parent else 1
-        open_epoch = self._ensure_open() if summary else self._open
-        uid = open_epoch.uid if open_epoch else uuid.uuid4().hex
         epoch = Epoch(
             parents=(self._base,) if self._base is not None else (),
             state=state_id,
@@ -1957,6 +1966,21 @@ class Session:
             "committed %s epoch %d as %s", self.name, epoch.number, epoch_id.short()
         )
         return replace(epoch, id=epoch_id)
+
+    def _check_summary(self, uid: str, step: int, summary: Mapping[str, float]) -> None:
+        """Refuse summary values that differ from documents logged at ``step``."""
+        logged = self.repo.metrics_index.query(
+            [uid], names=list(summary), min_step=step, max_step=step
+        )
+        for doc in logged:
+            if not doc.same_value(summary[doc.name]):
+                raise MetricConflictError(
+                    epoch_uid=uid,
+                    step=step,
+                    name=doc.name,
+                    stored=doc.value,
+                    new=summary[doc.name],
+                )
 
     def _check_commit_step(
         self, step: object, parent: Epoch | None, *, summary: bool

@@ -324,3 +324,18 @@ def test_init_and_clone_do_not_build_over_objects_without_config(
     assert init.returncode == 1 and "objects or sessions" in init.stderr
     assert clone.returncode == 1 and "already exists" in clone.stderr
     assert _objects(closed_repo) == before
+
+
+def test_a_commit_with_metrics_and_no_metrics_file_stores_nothing(
+    closed_repo: Path,
+) -> None:
+    (closed_repo / ".mvc" / "metrics.sqlite").unlink()
+    before = _objects(closed_repo)
+
+    with Repo.open(closed_repo, durable=False) as repo:
+        with pytest.raises(RepositoryFormatError, match="metrics.sqlite is missing"):
+            repo.session("a").commit(
+                {"w": np.ones(64, np.float32)}, metrics={"loss": 0.1}
+            )
+
+    assert _objects(closed_repo) == before

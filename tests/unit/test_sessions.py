@@ -10,6 +10,7 @@ from support import Forked, make_graph, make_state
 from mvcstore import RawTensor, Repo
 from mvcstore.errors import (
     InvalidInputError,
+    MetricConflictError,
     RefConflictError,
     RevisionNotFoundError,
 )
@@ -162,6 +163,23 @@ def test_a_bad_tensor_name_says_what_is_wrong(
     with pytest.raises(InvalidInputError, match=reason):
         repo.session("a").commit({name: np.zeros(2, np.float32)})  # type: ignore[dict-item]
     assert repo.session_head("a") is None
+
+
+def test_a_summary_that_contradicts_a_logged_value_stores_nothing(
+    repo: Repo,
+) -> None:
+    session = repo.session("a")
+    session.commit(make_state("a", 1), metrics={"loss": 1.0}, step=10)
+    session.log_metrics(15, loss=0.5)
+    objects = set(repo.objects.iter_ids())
+
+    with pytest.raises(MetricConflictError, match="'loss' at step 15"):
+        session.commit(make_state("a", 2), metrics={"loss": 0.4})
+
+    assert set(repo.objects.iter_ids()) == objects
+    assert [d.value for d in repo.metrics("a")] == [1.0, 0.5]
+    # the same value is no conflict
+    assert session.commit(make_state("a", 2), metrics={"loss": 0.5}).step == 15
 
 
 def test_summary_metrics_are_kept_and_logged_as_documents(repo: Repo) -> None:
