@@ -119,6 +119,7 @@ __all__ = [
     "FsckProblem",
     "FsckReport",
     "find_repository",
+    "current_folder",
     "check_database",
     "epoch_to_json",
     "json_safe",
@@ -157,10 +158,13 @@ def find_repository(path: Path | None = None) -> Path:
                 return candidate
             if (candidate / REPO_DIR / CONFIG_FILE).is_file():
                 return candidate / REPO_DIR
+            for root in (candidate, candidate / REPO_DIR):
+                if _holds_history(root):
+                    raise _lost_config(root)
             raise RepositoryNotFoundError(
                 env, hint="MVC_DIR must name a .mvc folder made by 'mvc init'"
             )
-        start = Path.cwd()
+        start = current_folder()
     else:
         start = Path(path)
         if (start / CONFIG_FILE).is_file() and start.name == REPO_DIR:
@@ -169,15 +173,32 @@ def find_repository(path: Path | None = None) -> Path:
         if (folder / REPO_DIR / CONFIG_FILE).is_file():
             return folder / REPO_DIR
         if _holds_history(folder / REPO_DIR):
-            raise RepositoryFormatError(
-                f"{folder / REPO_DIR} holds a repository's objects or sessions"
-                f" but no {CONFIG_FILE}",
-                path=str(folder / REPO_DIR / CONFIG_FILE),
-                hint=f"restore {CONFIG_FILE} from a backup of the repository (it"
-                " names the format version and where each part lives); the"
-                " rest is untouched",
-            )
+            raise _lost_config(folder / REPO_DIR)
     raise RepositoryNotFoundError(str(start))
+
+
+def current_folder() -> Path:
+    """Return the working folder.
+
+    Raises:
+        InvalidInputError: If it was deleted under the process.
+    """
+    try:
+        return Path.cwd()
+    except FileNotFoundError as exc:
+        raise InvalidInputError(
+            "the working folder no longer exists",
+            hint="cd into an existing folder, then run the command again",
+        ) from exc
+
+
+def _lost_config(root: Path) -> RepositoryFormatError:
+    return RepositoryFormatError(
+        f"{root} holds a repository's objects or sessions but no {CONFIG_FILE}",
+        path=str(root / CONFIG_FILE),
+        hint=f"restore {CONFIG_FILE} from a backup of the repository (it names"
+        " the format version and where each part lives); the rest is untouched",
+    )
 
 
 def _holds_history(root: Path) -> bool:

@@ -11,7 +11,7 @@ from mvcstore.cli.common import echo_json, json_option, open_repo
 from mvcstore.errors import InvalidInputError, InvalidNameError, MvcError
 from mvcstore.remote import check_remote_name, list_remotes
 from mvcstore.repair import repair as repair_from
-from mvcstore.repo import FORMAT_VERSION, REPO_DIR, FsckReport, Repo
+from mvcstore.repo import FORMAT_VERSION, REPO_DIR, FsckReport, Repo, current_folder
 from mvcstore.stores.registry import LOCAL, redact_uri
 
 __all__ = ["init", "fsck", "upgrade"]
@@ -60,7 +60,7 @@ def init(path: Path | None, objects: str, refs: str, metrics: str) -> None:
             target = Path(env)
             path = target.parent if target.name == REPO_DIR else target
         else:
-            path = Path.cwd()
+            path = current_folder()
     with Repo.init(path, objects=objects, refs=refs, metrics=metrics) as repo:
         click.echo(f"created empty repository in {repo.path.absolute()}")
         for part, uri in (("objects", objects), ("refs", refs), ("metrics", metrics)):

@@ -11,6 +11,7 @@ says the folder is read-only.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -339,3 +340,40 @@ def test_a_commit_with_metrics_and_no_metrics_file_stores_nothing(
             )
 
     assert _objects(closed_repo) == before
+
+
+def test_mvc_dir_naming_a_folder_that_lost_its_config_says_so(
+    closed_repo: Path,
+) -> None:
+    (closed_repo / ".mvc" / "config.json").unlink()
+
+    result = subprocess.run(
+        [*MVC, "log"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MVC_DIR": str(closed_repo / ".mvc")},
+    )
+
+    assert result.returncode == 1
+    assert "objects or sessions but no config.json" in result.stderr
+
+
+def test_a_deleted_working_folder_is_a_clear_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]);"
+        " from mvcstore.cli.main import main; main(['init'])"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(gone)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "the working folder no longer exists" in result.stderr
+    assert "Traceback" not in result.stderr
