@@ -192,6 +192,8 @@ def page(tmp_path: Path) -> Iterator[DevTools]:
         [browser, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # its own temporary folders go with the test's, not into /tmp
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     client: DevTools | None = None
     try:
