@@ -106,8 +106,7 @@ from mvcstore.stores.local import LocalObjectStore
 from mvcstore.stores.packs import fsync_dir
 from mvcstore.stores.registry import LOCAL, check_uri, open_stores
 from mvcstore.stores.registry import PARTS as BACKEND_PARTS
-from mvcstore.stores.sqlite_file import connect as connect_database
-from mvcstore.stores.sqlite_file import writable
+from mvcstore.stores.sqlite_file import look as look_at_database
 from mvcstore.stores.stats import RepoStats, UsageReader
 
 __all__ = [
@@ -218,7 +217,7 @@ def _holds_history(root: Path) -> bool:
     if not index.is_file():
         return False
     try:
-        conn = sqlite3.connect(f"{index.absolute().as_uri()}?mode=ro", uri=True)
+        conn = look_at_database(index)
     except sqlite3.Error:
         return True  # something is there: never build over it
     try:
@@ -1646,11 +1645,7 @@ def check_database(path: Path) -> list[str]:
         What SQLite found wrong, one line each; empty when the file is whole.
     """
     try:
-        if writable(path):
-            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        else:
-            # a read-only mount: SQLite cannot make its shared-memory file
-            conn = connect_database(path, read_only=True)
+        conn = look_at_database(path)
     except sqlite3.Error as exc:
         return [f"cannot be opened ({exc})"]
     try:

@@ -1110,18 +1110,12 @@ class SqliteEpochIndex:
 
     def get_dropped(self, oids: Iterable[ObjectId]) -> dict[ObjectId, DroppedEpoch]:
         """Return the drop records of those of ``oids`` that were dropped."""
-        wanted = [oid.raw for oid in dict.fromkeys(oids)]
         out: dict[ObjectId, DroppedEpoch] = {}
-        for start in range(0, len(wanted), 500):
-            batch = wanted[start : start + 500]
-            rows = self.db.execute(
-                "SELECT id, time_ns, policy FROM dropped"
-                f" WHERE id IN ({','.join('?' * len(batch))})",
-                batch,
-            )
-            for row in rows:
-                record = _dropped(row)
-                out[record.id] = record
+        for row in _rows_with_ids(
+            self.db, "SELECT id, time_ns, policy FROM dropped", oids
+        ):
+            record = _dropped(row)
+            out[record.id] = record
         return out
 
     def iter_dropped(self) -> Iterator[DroppedEpoch]:
@@ -1149,22 +1143,29 @@ class SqliteEpochIndex:
 
     def unindexed(self, oids: Iterable[ObjectId]) -> set[ObjectId]:
         """Return those of ``oids`` whose rows ``delete`` removed."""
-        found: set[ObjectId] = set()
-        wanted = [oid.raw for oid in oids]
-        for start in range(0, len(wanted), 500):
-            part = wanted[start : start + 500]
-            marks = ",".join("?" * len(part))
-            rows = self.db.execute(
-                f"SELECT id FROM unindexed WHERE id IN ({marks})", part
-            )
-            found.update(_req_oid(row[0]) for row in rows)
-        return found
+        rows = _rows_with_ids(self.db, "SELECT id FROM unindexed", oids)
+        return {_req_oid(row[0]) for row in rows}
 
     def forget_unindexed(self, oids: Iterable[ObjectId]) -> None:
         """Drop the memory of removed rows (once their objects are gone)."""
         raws = [(oid.raw,) for oid in oids]
         with self.db.transaction() as conn:
             conn.executemany("DELETE FROM unindexed WHERE id = ?", raws)
+
+
+def _rows_with_ids(
+    db: SqliteDatabase, select: str, oids: Iterable[ObjectId]
+) -> Iterator[tuple[object, ...]]:
+    """Yield the rows of ``select`` whose ``id`` is one of ``oids``.
+
+    The ids go in batches of 500, under SQLite's limit on parameters.
+    """
+    wanted = [oid.raw for oid in dict.fromkeys(oids)]
+    for start in range(0, len(wanted), 500):
+        batch = wanted[start : start + 500]
+        yield from db.execute(
+            f"{select} WHERE id IN ({','.join('?' * len(batch))})", batch
+        )
 
 
 def _dropped(row: tuple[object, ...]) -> DroppedEpoch:

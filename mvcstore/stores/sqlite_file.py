@@ -22,7 +22,7 @@ from typing import Final
 
 from mvcstore.errors import BackendUnavailableError, RepositoryFormatError
 
-__all__ = ["connect", "open_database", "database_error", "writable"]
+__all__ = ["connect", "look", "open_database", "database_error", "writable"]
 
 TIMEOUT_S: Final = 60.0
 """How long a writer waits for another writer's lock."""
@@ -51,9 +51,24 @@ def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
         )
     wal = path.with_name(f"{path.name}-wal")
     pending = wal.exists() and wal.stat().st_size > 0
-    mode = "mode=ro" if pending else "immutable=1"
+    return _connect_uri(path, "mode=ro" if pending else "immutable=1")
+
+
+def look(path: Path) -> sqlite3.Connection:
+    """Open a connection that reads and never changes the file or its log.
+
+    A writable connection's close folds the write-ahead log into the file and
+    deletes it; this one does not. Where the folder cannot be written, it is
+    opened as ``connect(read_only=True)`` does.
+    """
+    if writable(path):
+        return _connect_uri(path, "mode=ro")
+    return connect(path, read_only=True)
+
+
+def _connect_uri(path: Path, query: str) -> sqlite3.Connection:
     return sqlite3.connect(
-        f"{path.absolute().as_uri()}?{mode}",
+        f"{path.absolute().as_uri()}?{query}",
         uri=True,
         isolation_level=None,
         check_same_thread=False,
@@ -107,7 +122,7 @@ def open_database(
         if not create:
             # a read-only look first: a writable connection's close would fold
             # a write-ahead log into a file found damaged, and delete the log
-            conn = _probe(path, read_only=read_only)
+            conn = look(path)
             if not _has_table(conn, table):
                 raise RepositoryFormatError(
                     f"{what} {path} lacks its tables (no '{table}' table): it is"
@@ -151,18 +166,6 @@ _RESTORE_HINT: Final = (
     "restore it (with its -wal file, if any) from a backup of the repository;"
     " the objects are untouched, and nothing was created in its place."
 )
-
-
-def _probe(path: Path, *, read_only: bool) -> sqlite3.Connection:
-    if read_only:
-        return connect(path, read_only=True)
-    return sqlite3.connect(
-        f"{path.absolute().as_uri()}?mode=ro",
-        uri=True,
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=TIMEOUT_S,
-    )
 
 
 def _has_table(conn: sqlite3.Connection, table: str) -> bool:
